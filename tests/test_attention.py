@@ -1,0 +1,421 @@
+"""StackedCrossAttention against the float64 reference written from the paper."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import reference
+from helpers import (
+    check_config_round_trip,
+    check_save_load,
+    input_gradients,
+    lengths_to_mask,
+    random_batch,
+)
+from scan_keras.layers import StackedCrossAttention
+from scan_keras.layers.attention import AGG_FUNCS, CROSS_ATTNS
+from scan_keras.layers.norms import RAW_FEATURE_NORMS
+
+LAMBDA_SOFTMAX = {"t2i": 9.0, "i2t": 4.0}
+
+
+def reference_sims(images, captions, image_lengths, caption_lengths, layer):
+    return reference.similarity_matrix(
+        images,
+        captions,
+        image_lengths,
+        caption_lengths,
+        cross_attn=layer.cross_attn,
+        lambda_softmax=layer.lambda_softmax,
+        agg_func=layer.agg_func,
+        lambda_lse=layer.lambda_lse,
+        raw_norm=layer.raw_feature_norm,
+        eps=layer.eps,
+    )
+
+
+def run_masked(layer, images, captions, image_lengths, caption_lengths, **kw):
+    return layer(
+        images,
+        captions,
+        images_mask=lengths_to_mask(image_lengths, images.shape[1]),
+        captions_mask=lengths_to_mask(caption_lengths, captions.shape[1]),
+        **kw,
+    )
+
+
+def test_reference_uses_the_same_option_names():
+    assert set(CROSS_ATTNS) == set(reference.CROSS_ATTNS)
+    assert set(AGG_FUNCS) == set(reference.AGG_FUNCS)
+    assert set(RAW_FEATURE_NORMS) == set(reference.RAW_NORMS)
+
+
+@pytest.mark.parametrize(
+    "cross_attn,agg_func,raw_feature_norm",
+    list(itertools.product(CROSS_ATTNS, AGG_FUNCS, RAW_FEATURE_NORMS)),
+)
+def test_matches_float64_reference(rng, cross_attn, agg_func, raw_feature_norm):
+    images, captions, image_lengths, caption_lengths = random_batch(rng)
+    layer = StackedCrossAttention(
+        cross_attn=cross_attn,
+        lambda_softmax=LAMBDA_SOFTMAX[cross_attn],
+        agg_func=agg_func,
+        lambda_lse=6.0,
+        raw_feature_norm=raw_feature_norm,
+    )
+    sims = run_masked(layer, images, captions, image_lengths, caption_lengths)
+    expected = reference_sims(images, captions, image_lengths, caption_lengths, layer)
+    assert sims.shape == expected.shape
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+def test_attention_weights_match_reference(rng, cross_attn):
+    images, captions, image_lengths, caption_lengths = random_batch(rng)
+    layer = StackedCrossAttention(cross_attn, LAMBDA_SOFTMAX[cross_attn])
+    _, attention = run_masked(
+        layer,
+        images,
+        captions,
+        image_lengths,
+        caption_lengths,
+        return_attention_scores=True,
+    )
+    attention = ops.convert_to_numpy(attention)
+    n_words, n_regions = captions.shape[1], images.shape[1]
+    if cross_attn == "t2i":
+        assert attention.shape == (3, 4, n_words, n_regions)
+    else:
+        assert attention.shape == (3, 4, n_regions, n_words)
+    for i, c in itertools.product(range(3), range(4)):
+        k, n = image_lengths[i], caption_lengths[c]
+        _, expected = reference.pair_score(
+            images[i, :k],
+            captions[c, :n],
+            cross_attn,
+            layer.lambda_softmax,
+            "mean",
+            6.0,
+        )
+        block = attention[i, c]
+        real = block[:n, :k] if cross_attn == "t2i" else block[:k, :n]
+        np.testing.assert_allclose(real, expected, rtol=1e-5, atol=1e-7)
+        # Padded regions and words get no weight at all.
+        assert np.sum(np.abs(block)) == pytest.approx(np.sum(np.abs(real)))
+
+
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+def test_padding_changes_nothing(rng, cross_attn):
+    images, captions, image_lengths, caption_lengths = random_batch(rng)
+    layer = StackedCrossAttention(cross_attn, agg_func="logsumexp")
+    padded = run_masked(layer, images, captions, image_lengths, caption_lengths)
+    # Each pair scored alone, cut to its real length: no padding at all.
+    for i, c in itertools.product(range(3), range(4)):
+        alone = layer(
+            images[i : i + 1, : image_lengths[i]],
+            captions[c : c + 1, : caption_lengths[c]],
+        )
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(padded)[i, c],
+            ops.convert_to_numpy(alone)[0, 0],
+            rtol=1e-5,
+            atol=1e-7,
+        )
+    # More padding, filled with large junk, still changes nothing.
+    extra = np.concatenate(
+        [captions, 50 * rng.normal(size=(4, 3, 8)).astype("float32")], axis=1
+    )
+    more = run_masked(layer, images, extra, image_lengths, caption_lengths)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(more), ops.convert_to_numpy(padded), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+def test_chunks_give_the_same_matrix(rng, cross_attn):
+    images, captions, image_lengths, caption_lengths = random_batch(
+        rng, n_captions=7
+    )
+    whole = StackedCrossAttention(cross_attn, agg_func="logsumexp")
+    chunked = StackedCrossAttention(cross_attn, agg_func="logsumexp", chunk_size=3)
+    kw = dict(return_attention_scores=True)
+    sims, attention = run_masked(
+        whole, images, captions, image_lengths, caption_lengths, **kw
+    )
+    sims_c, attention_c = run_masked(
+        chunked, images, captions, image_lengths, caption_lengths, **kw
+    )
+    assert sims_c.shape == (3, 7)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(sims_c), ops.convert_to_numpy(sims), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(attention_c),
+        ops.convert_to_numpy(attention),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    # Without masks the chunked path builds its own for the padding captions.
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(chunked(images, captions)),
+        ops.convert_to_numpy(whole(images, captions)),
+        rtol=1e-6,
+    )
+
+
+def test_lse_is_stable_at_large_lambda(rng):
+    images, captions, image_lengths, caption_lengths = random_batch(rng)
+    for cross_attn in CROSS_ATTNS:
+        layer = StackedCrossAttention(
+            cross_attn, agg_func="logsumexp", lambda_lse=50.0
+        )
+        sims = ops.convert_to_numpy(
+            run_masked(layer, 30 * images, 30 * captions, image_lengths, caption_lengths)
+        )
+        assert np.all(np.isfinite(sims))
+        expected = reference_sims(
+            30 * images, 30 * captions, image_lengths, caption_lengths, layer
+        )
+        np.testing.assert_allclose(sims, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_lse_lies_between_mean_and_max(rng):
+    # lambda_2 moves LSE from near the mean (small) to the max (large).
+    images, captions, _, _ = random_batch(rng)
+
+    def sims(agg_func, lambda_lse=6.0):
+        layer = StackedCrossAttention("t2i", agg_func=agg_func, lambda_lse=lambda_lse)
+        return ops.convert_to_numpy(layer(images, captions))
+
+    n_words = captions.shape[1]
+    top = sims("max")
+    assert np.all(sims("logsumexp", 200.0) >= top - 1e-6)
+    np.testing.assert_allclose(sims("logsumexp", 2000.0), top, atol=1e-3)
+    small = sims("logsumexp", 1e-3) - np.log(n_words) / 1e-3
+    np.testing.assert_allclose(small, sims("mean"), atol=1e-3)
+
+
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+def test_mask_from_embedding_reaches_the_layer(rng, cross_attn):
+    vocab, dim = 20, 8
+    token_ids = np.array(
+        [[3, 5, 7, 9, 0, 0], [4, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6]], "int32"
+    )
+    images = rng.normal(size=(2, 5, dim)).astype("float32")
+    token_input = keras.Input((None,), dtype="int32")
+    image_input = keras.Input((5, dim))
+    embedding = keras.layers.Embedding(vocab, dim, mask_zero=True)
+    layer = StackedCrossAttention(cross_attn)
+    sims = layer(image_input, embedding(token_input))
+    model = keras.Model([image_input, token_input], sims)
+    auto = ops.convert_to_numpy(model([images, token_ids]))
+    # The same layer, given the mask by hand, and the reference.
+    words = embedding(token_ids)
+    manual = layer(images, words, captions_mask=token_ids != 0)
+    np.testing.assert_allclose(auto, ops.convert_to_numpy(manual), rtol=1e-5)
+    expected = reference_sims(
+        images, ops.convert_to_numpy(words), [5, 5], [4, 1, 6], layer
+    )
+    np.testing.assert_allclose(auto, expected, rtol=1e-5, atol=1e-6)
+    # Without any mask, padded words would count: the numbers must differ.
+    unmasked = ops.convert_to_numpy(layer(images, ops.convert_to_numpy(words)))
+    assert not np.allclose(unmasked[:, :2], auto[:, :2], rtol=1e-3)
+
+
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+def test_gradients_are_finite_and_match_finite_differences(rng, cross_attn):
+    images, captions, image_lengths, caption_lengths = random_batch(
+        rng, n_images=2, n_regions=4, n_captions=3, n_words=4, dim=5
+    )
+    images_mask = lengths_to_mask(image_lengths, 4)
+    captions_mask = lengths_to_mask(caption_lengths, 4)
+    layer = StackedCrossAttention(cross_attn, agg_func="logsumexp")
+
+    def fn(im, cap):
+        return layer(im, cap, images_mask=images_mask, captions_mask=captions_mask)
+
+    grad_images, grad_captions = input_gradients(fn, images, captions)
+    assert np.all(np.isfinite(grad_images)) and np.all(np.isfinite(grad_captions))
+
+    def total(im, cap):
+        return reference_sims(im, cap, image_lengths, caption_lengths, layer).sum()
+
+    h = 1e-6
+    images64, captions64 = images.astype(np.float64), captions.astype(np.float64)
+    for grad, array, which in (
+        (grad_images, images64, 0),
+        (grad_captions, captions64, 1),
+    ):
+        numeric = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            plus, minus = array.copy(), array.copy()
+            plus[index] += h
+            minus[index] -= h
+            args_plus = (plus, captions64) if which == 0 else (images64, plus)
+            args_minus = (minus, captions64) if which == 0 else (images64, minus)
+            numeric[index] = (total(*args_plus) - total(*args_minus)) / (2 * h)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-4)
+    # Padding gets exactly zero gradient.
+    assert np.all(grad_images[~images_mask] == 0)
+    assert np.all(grad_captions[~captions_mask] == 0)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(rng, policy):
+    images, captions, image_lengths, caption_lengths = random_batch(rng)
+    # Unit vectors, as the encoders produce them.
+    images /= np.linalg.norm(images, axis=-1, keepdims=True)
+    captions /= np.linalg.norm(captions, axis=-1, keepdims=True)
+    for cross_attn in CROSS_ATTNS:
+        full = StackedCrossAttention(cross_attn, agg_func="logsumexp")
+        half = StackedCrossAttention(cross_attn, agg_func="logsumexp", dtype=policy)
+        expected = run_masked(full, images, captions, image_lengths, caption_lengths)
+        sims, attention = run_masked(
+            half,
+            images,
+            captions,
+            image_lengths,
+            caption_lengths,
+            return_attention_scores=True,
+        )
+        assert keras.backend.standardize_dtype(sims.dtype) == policy.split("_")[1]
+        sims = ops.convert_to_numpy(ops.cast(sims, "float32"))
+        assert np.all(np.isfinite(sims))
+        assert np.all(np.isfinite(ops.convert_to_numpy(ops.cast(attention, "float32"))))
+        np.testing.assert_allclose(
+            sims, ops.convert_to_numpy(expected), rtol=0, atol=3e-2
+        )
+
+
+def test_config_round_trip():
+    layer = StackedCrossAttention(
+        "i2t",
+        lambda_softmax=4.0,
+        agg_func="logsumexp",
+        lambda_lse=20.0,
+        raw_feature_norm="softmax",
+        eps=1e-6,
+        chunk_size=16,
+        name="xattn",
+    )
+    clone = check_config_round_trip(layer)
+    for key in (
+        "cross_attn",
+        "lambda_softmax",
+        "agg_func",
+        "lambda_lse",
+        "raw_feature_norm",
+        "eps",
+        "chunk_size",
+    ):
+        assert getattr(clone, key) == getattr(layer, key)
+
+
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+def test_functional_model_saves_and_loads(rng, tmp_path, cross_attn):
+    images, captions, image_lengths, caption_lengths = random_batch(rng)
+    image_input = keras.Input((5, 8), name="images")
+    caption_input = keras.Input((6, 8), name="captions")
+    mask_input = keras.Input((6,), dtype="bool", name="captions_mask")
+    layer = StackedCrossAttention(cross_attn, agg_func="logsumexp", lambda_lse=5.0)
+    sims, attention = layer(
+        image_input,
+        caption_input,
+        captions_mask=mask_input,
+        return_attention_scores=True,
+    )
+    # Symbolic shapes agree with what eager calls produce.
+    assert tuple(sims.shape) == (None, None)
+    model = keras.Model([image_input, caption_input, mask_input], [sims, attention])
+    inputs = [images, captions, lengths_to_mask(caption_lengths, 6)]
+    out_sims, out_attention = [
+        ops.convert_to_numpy(x) for x in model(inputs)
+    ]
+    assert out_attention.shape == tuple(
+        (3, 4, 6, 5) if cross_attn == "t2i" else (3, 4, 5, 6)
+    )
+    expected = reference_sims(images, captions, [5] * 3, caption_lengths, layer)
+    np.testing.assert_allclose(out_sims, expected, rtol=1e-5, atol=1e-6)
+    restored = check_save_load(model, inputs, tmp_path)
+    assert restored.layers[-1].get_config() == layer.get_config()
+
+
+def test_output_shape_without_calling():
+    layer = StackedCrossAttention()
+    assert layer.compute_output_shape((10, 36, 64), (50, 12, 64)) == (10, 50)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(cross_attn="text2image"), "cross_attn"),
+        (dict(agg_func="Mean"), "agg_func"),
+        (dict(raw_feature_norm="l3norm"), "raw_feature_norm"),
+        (dict(lambda_softmax=0), "lambda_softmax"),
+        (dict(lambda_lse=-1.0), "lambda_lse"),
+        (dict(eps=0.0), "eps"),
+        (dict(chunk_size=0), "chunk_size"),
+    ],
+)
+def test_bad_options_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        StackedCrossAttention(**kwargs)
+
+
+def test_bad_inputs_raise(rng):
+    layer = StackedCrossAttention()
+    images = rng.normal(size=(2, 5, 8)).astype("float32")
+    captions = rng.normal(size=(3, 6, 8)).astype("float32")
+    with pytest.raises(ValueError, match="share their feature size"):
+        layer(images, captions[..., :7])
+    with pytest.raises(ValueError, match="images` of rank 3"):
+        layer(images[0], captions)
+    with pytest.raises(ValueError, match="captions` of rank 3"):
+        layer(images, captions[None])
+    with pytest.raises(ValueError, match="captions_mask"):
+        layer(images, captions, captions_mask=np.ones((3, 5), bool))
+    empty = np.ones((3, 6), bool)
+    empty[1] = False
+    with pytest.raises(ValueError, match=r"no valid position in rows \[1\]"):
+        layer(images, captions, captions_mask=empty)
+    bad = images.copy()
+    bad[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="images` contains NaN"):
+        layer(bad, captions)
+
+
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+def test_compiled_predict_matches_eager(rng, cross_attn):
+    # predict() traces the layer (tf.function / jax.jit): nothing may branch
+    # on tensor values, and the masks must survive tracing.
+    images, captions, image_lengths, caption_lengths = random_batch(
+        rng, n_images=4, n_captions=4
+    )
+    image_input = keras.Input((5, 8))
+    caption_input = keras.Input((6, 8))
+    images_mask = keras.Input((5,), dtype="bool")
+    captions_mask = keras.Input((6,), dtype="bool")
+    layer = StackedCrossAttention(cross_attn, agg_func="max", chunk_size=3)
+    sims = layer(
+        image_input,
+        caption_input,
+        images_mask=images_mask,
+        captions_mask=captions_mask,
+    )
+    model = keras.Model(
+        [image_input, caption_input, images_mask, captions_mask], sims
+    )
+    inputs = [
+        images,
+        captions,
+        lengths_to_mask(image_lengths, 5),
+        lengths_to_mask(caption_lengths, 6),
+    ]
+    compiled = model.predict(inputs, batch_size=4, verbose=0)
+    expected = reference_sims(images, captions, image_lengths, caption_lengths, layer)
+    np.testing.assert_allclose(compiled, expected, rtol=1e-5, atol=1e-6)

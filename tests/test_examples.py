@@ -1,0 +1,45 @@
+"""The code examples in the README and the docstrings run as written."""
+
+import pathlib
+import re
+
+import pytest
+
+import scan_keras.layers
+import scan_keras.losses
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PUBLIC = [
+    scan_keras.layers.StackedCrossAttention,
+    scan_keras.layers.RegionEncoder,
+    scan_keras.layers.CaptionEncoder,
+    scan_keras.losses.ContrastiveLoss,
+]
+
+
+def python_blocks(text):
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+def dedent_block(block):
+    lines = block.splitlines()
+    indent = min(len(l) - len(l.lstrip()) for l in lines if l.strip())
+    return "\n".join(l[indent:] for l in lines)
+
+
+@pytest.mark.parametrize("obj", PUBLIC, ids=lambda o: o.__name__)
+def test_docstring_example_runs(obj):
+    blocks = python_blocks(obj.__doc__)
+    assert blocks, f"{obj.__name__} has no example"
+    for block in blocks:
+        exec(compile(dedent_block(block), obj.__name__, "exec"), {})
+
+
+def test_readme_example_runs():
+    blocks = python_blocks((ROOT / "README.md").read_text())
+    assert blocks
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert tuple(namespace["sims"].shape) == (4, 4)
+    assert float(namespace["loss"]) >= 0
