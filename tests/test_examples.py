@@ -5,8 +5,10 @@ import re
 
 import pytest
 
+import scan_keras.evaluation
 import scan_keras.layers
 import scan_keras.losses
+import scan_keras.presets
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PUBLIC = [
@@ -14,6 +16,8 @@ PUBLIC = [
     scan_keras.layers.RegionEncoder,
     scan_keras.layers.CaptionEncoder,
     scan_keras.losses.ContrastiveLoss,
+    scan_keras.evaluation.retrieval_metrics,
+    scan_keras.presets,
 ]
 
 
@@ -27,7 +31,7 @@ def dedent_block(block):
     return "\n".join(l[indent:] for l in lines)
 
 
-@pytest.mark.parametrize("obj", PUBLIC, ids=lambda o: o.__name__)
+@pytest.mark.parametrize("obj", PUBLIC, ids=lambda o: o.__name__.split(".")[-1])
 def test_docstring_example_runs(obj):
     blocks = python_blocks(obj.__doc__)
     assert blocks, f"{obj.__name__} has no example"
