@@ -30,7 +30,12 @@ from scan_keras.layers.norms import (
     normalize_raw_similarity,
     safe_norm,
 )
-from scan_keras.layers.validation import check_finite, check_mask, check_rank
+from scan_keras.layers.validation import (
+    check_choice,
+    check_finite,
+    check_mask,
+    check_rank,
+)
 
 CROSS_ATTNS = ("t2i", "i2t")
 AGG_FUNCS = ("mean", "logsumexp", "max", "sum")
@@ -54,11 +59,7 @@ def pool(relevance, agg_func, lambda_lse=6.0, mask=None, axis=-1):
     Returns:
         `relevance` with `axis` reduced.
     """
-    if agg_func not in AGG_FUNCS:
-        raise ValueError(
-            f"Unknown agg_func: expected one of {AGG_FUNCS}. "
-            f"Received: agg_func={agg_func!r}"
-        )
+    check_choice("agg_func", agg_func, AGG_FUNCS)
     dtype = relevance.dtype
     if mask is not None:
         mask = ops.broadcast_to(mask, ops.shape(relevance))
@@ -177,22 +178,9 @@ class StackedCrossAttention(keras.layers.Layer):
         chunk_size: int | None = None,
         **kwargs,
     ):
-        if cross_attn not in CROSS_ATTNS:
-            raise ValueError(
-                f"Unknown cross_attn: expected one of {CROSS_ATTNS}. "
-                f"Received: cross_attn={cross_attn!r}"
-            )
-        if agg_func not in AGG_FUNCS:
-            raise ValueError(
-                f"Unknown agg_func: expected one of {AGG_FUNCS}. "
-                f"Received: agg_func={agg_func!r}"
-            )
-        if raw_feature_norm not in RAW_FEATURE_NORMS:
-            raise ValueError(
-                f"Unknown raw_feature_norm: expected one of "
-                f"{RAW_FEATURE_NORMS}. "
-                f"Received: raw_feature_norm={raw_feature_norm!r}"
-            )
+        check_choice("cross_attn", cross_attn, CROSS_ATTNS)
+        check_choice("agg_func", agg_func, AGG_FUNCS)
+        check_choice("raw_feature_norm", raw_feature_norm, RAW_FEATURE_NORMS)
         for name, value in (
             ("lambda_softmax", lambda_softmax),
             ("lambda_lse", lambda_lse),

@@ -10,6 +10,8 @@ the entries that take part: masked entries never change the result.
 import keras
 from keras import ops
 
+from scan_keras.layers.validation import check_choice
+
 RAW_FEATURE_NORMS = (
     "clipped_l2norm",
     "l2norm",
@@ -95,11 +97,7 @@ def normalize_raw_similarity(s, kind, axis, eps=1e-8, mask=None):
     Returns:
         A tensor of the shape of `s`, with zeros at masked entries.
     """
-    if kind not in RAW_FEATURE_NORMS:
-        raise ValueError(
-            f"Unknown raw_feature_norm: expected one of {RAW_FEATURE_NORMS}. "
-            f"Received: raw_feature_norm={kind!r}"
-        )
+    check_choice("raw_feature_norm", kind, RAW_FEATURE_NORMS)
     if kind.startswith("clipped"):
         s = ops.leaky_relu(s, negative_slope=LEAKY_SLOPE)
     if kind.endswith("l2norm"):

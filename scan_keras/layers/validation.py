@@ -30,6 +30,15 @@ def is_concrete(x):
     return True
 
 
+def check_choice(name, value, choices):
+    """Raises a ValueError naming `name` unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(
+            f"Unknown {name}: expected one of {choices}. "
+            f"Received: {name}={value!r}"
+        )
+
+
 def check_rank(shape, rank, name, layout):
     """Raises a ValueError naming `name` unless `shape` has `rank` axes."""
     if len(shape) != rank:
