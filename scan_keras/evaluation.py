@@ -13,8 +13,8 @@ the median rank is floor(median) + 1 and the mean rank mean + 1, as in the
 reference evaluation code. rsum adds the six recalls.
 
 Ties count against the query: a positive tied with a negative is ranked
-behind it (ties among an image's own captions do not matter). A model that scores everything alike thus gets the worst ranks,
-never perfect ones.
+behind it (ties among an image's own captions do not matter). A model that
+scores everything alike thus gets the worst ranks, never perfect ones.
 """
 
 import numpy as np
@@ -55,33 +55,38 @@ def _check_similarities(sims, captions_per_image):
     return sims
 
 
-def i2t_ranks(sims, captions_per_image=5):
-    """0-based rank of each image's best-ranked own caption, `(n_images,)`.
-
-    The best own caption is preceded by negatives only: its rank is the
-    number of other images' captions scoring at least as high.
-    """
-    sims = _check_similarities(sims, captions_per_image)
+def _i2t_ranks(sims, captions_per_image):
     n_images = sims.shape[0]
-    by_image = sims.reshape(n_images, n_images, captions_per_image)
     own = np.arange(n_images)
-    best = by_image[own, own].max(axis=1)
+    own_scores = sims.reshape(n_images, n_images, captions_per_image)[own, own]
+    best = own_scores.max(axis=1)
+    # The best own caption is preceded by negatives only: count the
+    # captions at or above it, minus the own ones that are.
+    own_at_least = (own_scores >= best[:, None]).sum(axis=1)
     ranks = np.empty(n_images, dtype=np.int64)
     for start in range(0, n_images, _ROWS_PER_BLOCK):
         rows = slice(start, start + _ROWS_PER_BLOCK)
         at_least = (sims[rows] >= best[rows, None]).sum(axis=1)
-        # Minus the own captions that reach the best (at least the best).
-        own_at_least = (by_image[own[rows], own[rows]] >= best[rows, None]).sum(1)
-        ranks[rows] = at_least - own_at_least
+        ranks[rows] = at_least - own_at_least[rows]
     return ranks
+
+
+def _t2i_ranks(sims, captions_per_image):
+    own_image = np.arange(sims.shape[1]) // captions_per_image
+    positives = sims[own_image, np.arange(sims.shape[1])]
+    return (sims >= positives[None, :]).sum(axis=0) - 1
+
+
+def i2t_ranks(sims, captions_per_image=5):
+    """0-based rank of each image's best-ranked own caption, `(n_images,)`."""
+    sims = _check_similarities(sims, captions_per_image)
+    return _i2t_ranks(sims, captions_per_image)
 
 
 def t2i_ranks(sims, captions_per_image=5):
     """0-based rank of each caption's own image, `(n_captions,)`."""
     sims = _check_similarities(sims, captions_per_image)
-    own_image = np.arange(sims.shape[1]) // captions_per_image
-    positives = sims[own_image, np.arange(sims.shape[1])]
-    return (sims >= positives[None, :]).sum(axis=0) - 1
+    return _t2i_ranks(sims, captions_per_image)
 
 
 def _summarise(ranks, prefix):
@@ -119,8 +124,10 @@ def retrieval_metrics(sims, captions_per_image=5):
     retrieval_metrics(sims, captions_per_image=2)["i2t_r1"]  # 50.0
     ```
     """
-    metrics = _summarise(i2t_ranks(sims, captions_per_image), "i2t")
-    metrics.update(_summarise(t2i_ranks(sims, captions_per_image), "t2i"))
+    # Checked once here: the check scans the whole matrix for NaN.
+    sims = _check_similarities(sims, captions_per_image)
+    metrics = _summarise(_i2t_ranks(sims, captions_per_image), "i2t")
+    metrics.update(_summarise(_t2i_ranks(sims, captions_per_image), "t2i"))
     metrics["rsum"] = sum(
         metrics[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in RECALL_KS
     )
