@@ -17,6 +17,7 @@ behind it (ties among an image's own captions do not matter). A model that
 scores everything alike thus gets the worst ranks, never perfect ones.
 """
 
+import keras
 import numpy as np
 
 RECALL_KS = (1, 5, 10)
@@ -190,3 +191,233 @@ def average_similarities(*sims):
             f"All similarity matrices must have one shape. Received: {shapes}"
         )
     return np.mean(np.stack([np.asarray(s, np.float64) for s in sims]), axis=0)
+
+
+class _CheckedImages:
+    """Images `start:stop` of a split, read lazily and checked for NaN/inf."""
+
+    def __init__(self, split, start, stop):
+        self.split, self.start, self.stop = split, start, stop
+
+    def __len__(self):
+        return self.stop - self.start
+
+    def __getitem__(self, rows):
+        first, last, _ = rows.indices(len(self))
+        return self.split.image_features(
+            np.arange(self.start + first, self.start + last)
+        )
+
+
+def evaluate(models, split, protocol="1k", batch_size=128, verbose="auto"):
+    """Recalls of a model, or of an ensemble, on a precomputed split.
+
+    Each model tokenises the captions with its own vocabulary and scores
+    all images against all captions (`model.similarity`); an ensemble
+    averages the models' matrices before ranking, as the paper's
+    "t-i + i-t" rows do.
+
+    Args:
+        models: a model with `similarity` and `vocabulary` (such as
+            `scan_keras.models.SCAN`), or a list of them.
+        split: a `scan_keras.data.PrecompSplit`, e.g.
+            `load_split(data_dir, "test")`.
+        protocol: `"1k"` (Flickr30K test), `"5fold1k"` (COCO 1K: the mean
+            over 5 folds of `testall`) or `"5k"` (all of COCO `testall`).
+        batch_size: images encoded at a time.
+        verbose: progress bars.
+
+    Returns:
+        The dict of `retrieval_metrics`, averaged over the folds.
+    """
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    if not models:
+        raise ValueError("evaluate needs at least one model.")
+    token_ids = []
+    for model in models:
+        if getattr(model, "vocabulary", None) is None:
+            raise ValueError(
+                f"Model {model.name!r} has no vocabulary to tokenise the "
+                "captions with: create it with `vocabulary=`."
+            )
+        token_ids.append(model.vocabulary.encode_batch(split.captions))
+    cpi = split.captions_per_image
+
+    def similarity(images, captions):
+        features = _CheckedImages(split, images.start, images.stop)
+        return average_similarities(
+            *[
+                model.similarity(
+                    features, ids[captions], batch_size=batch_size, verbose=verbose
+                )
+                for model, ids in zip(models, token_ids)
+            ]
+        )
+
+    return evaluate_protocol(similarity, split.n_images, protocol, cpi)
+
+
+# --- grounding: does a word attend to the region it names? -----------------
+
+# lambda_1 of the paper's t2i models, used to read a word-to-region
+# attention off models that have none of their own (i2t, global).
+_T2I_LAMBDA_SOFTMAX = 9.0
+
+
+def word_region_attention(model, features, token_ids, batch_size=32):
+    """Each word's t2i attention over the regions of its own image.
+
+    For pair k, the weights with which caption k's words attend over image
+    k's regions (Eq. 2 of the paper). A t2i model uses its own attention
+    layer; for any other model (i2t, the global baseline) the t2i
+    attention is computed on its region and word vectors with the
+    paper's t2i settings (`lambda_softmax=9`, clipped l2 norm), which
+    asks how well its embeddings align words with regions.
+
+    Args:
+        model: a model with `encode_images` and `encode_captions`, such as
+            `scan_keras.models.SCAN`.
+        features: region features of the pairs' images `(n, R, img_dim)`.
+        token_ids: the pairs' captions `(n, W)`, 0 for padding.
+        batch_size: pairs scored at once.
+
+    Returns:
+        float32 NumPy array `(n, W, R)`: row `[k, w]` sums to 1 over the
+        regions for real words and is 0 at padding.
+    """
+    from scan_keras.layers import StackedCrossAttention
+
+    token_ids = np.asarray(token_ids)
+    if len(features) != len(token_ids):
+        raise ValueError(
+            "Expected one caption per image (pairs). Received: "
+            f"{len(features)} images and {len(token_ids)} captions"
+        )
+    layer = getattr(model, "attention", None)
+    if not isinstance(layer, StackedCrossAttention) or layer.cross_attn != "t2i":
+        raw_feature_norm = getattr(layer, "raw_feature_norm", "clipped_l2norm")
+        layer = StackedCrossAttention(
+            "t2i",
+            lambda_softmax=_T2I_LAMBDA_SOFTMAX,
+            raw_feature_norm=raw_feature_norm,
+        )
+    out = []
+    for start in range(0, len(token_ids), batch_size):
+        rows = slice(start, start + batch_size)
+        regions = model.encode_images(np.asarray(features[rows], "float32"))
+        words, mask = model.encode_captions(token_ids[rows])
+        # All pairs of the block, then the diagonal: (b, b, W, R) -> (b, W, R).
+        _, attention = layer(
+            regions, words, captions_mask=mask, return_attention_scores=True
+        )
+        attention = np.asarray(keras.ops.convert_to_numpy(attention), "float32")
+        diagonal = np.arange(attention.shape[0])
+        out.append(attention[diagonal, diagonal])
+    return np.concatenate(out, axis=0)
+
+
+def _check_groundings(groundings, n_captions, lengths, n_regions):
+    if len(groundings) != n_captions:
+        raise ValueError(
+            f"Expected one grounding list per caption ({n_captions}). "
+            f"Received: {len(groundings)}"
+        )
+    for c, pairs in enumerate(groundings):
+        for word, regions in pairs:
+            if not 0 <= word < lengths[c]:
+                raise ValueError(
+                    f"Caption {c}: grounded word index {word} is outside its "
+                    f"{lengths[c]} words."
+                )
+            if not regions or not all(0 <= r < n_regions for r in regions):
+                raise ValueError(
+                    f"Caption {c}, word {word}: expected region indices in "
+                    f"[0, {n_regions}). Received: {list(regions)}"
+                )
+
+
+def grounding_scores(attention, groundings):
+    """Grounding accuracy from word-to-region attention and ground truth.
+
+    Args:
+        attention: `(n_captions, W, R)` weights from `word_region_attention`;
+            token position `w + 1` holds word `w` (position 0 is `<start>`).
+        groundings: for each caption, a list of `(word_index, regions)`
+            pairs: word `word_index` of `tokenize(caption)` names the
+            regions `regions` (several for a plural such as "two squares").
+
+    Returns:
+        A dict: `accuracy`, the percentage of grounded words whose largest
+        weight falls on one of their regions; `attention_mass`, the mean
+        percentage of their weight on their regions; `chance`, the
+        accuracy of picking a region at random; `n_words`.
+    """
+    attention = np.asarray(attention)
+    n_regions = attention.shape[-1]
+    lengths = (attention.sum(axis=-1) > 0).sum(axis=1) - 2  # no <start>, <end>
+    _check_groundings(groundings, len(attention), lengths, n_regions)
+    hits, mass, chance = [], [], []
+    for c, pairs in enumerate(groundings):
+        for word, regions in pairs:
+            weights = attention[c, word + 1]
+            regions = list(regions)
+            hits.append(int(np.argmax(weights)) in regions)
+            mass.append(float(weights[regions].sum()))
+            chance.append(len(regions) / n_regions)
+    if not hits:
+        raise ValueError("No grounded word: `groundings` holds no pairs.")
+    return {
+        "accuracy": 100.0 * float(np.mean(hits)),
+        "attention_mass": 100.0 * float(np.mean(mass)),
+        "chance": 100.0 * float(np.mean(chance)),
+        "n_words": len(hits),
+    }
+
+
+def grounding_accuracy(model, split, groundings, batch_size=32):
+    """How often a model's words attend most to the regions they name.
+
+    For every caption of `split` with its own image, the t2i attention of
+    its words over the image's regions (`word_region_attention`) is
+    compared with the ground truth of which region each word names, as
+    the built-in world (`scan_keras.data.world`) records it.
+
+    Args:
+        model: a model with a vocabulary, such as `SCAN`.
+        split: a `PrecompSplit`, e.g. `load_split(data_dir, "test")`.
+        groundings: per caption, `(word_index, regions)` pairs, as
+            `scan_keras.data.load_grounding` returns them.
+        batch_size: pairs scored at once.
+
+    Returns:
+        The dict of `grounding_scores`: `accuracy`, `attention_mass`,
+        `chance` (all percentages) and `n_words`.
+    """
+    if getattr(model, "vocabulary", None) is None:
+        raise ValueError(
+            f"Model {model.name!r} has no vocabulary to tokenise the "
+            "captions with: create it with `vocabulary=`."
+        )
+    if len(groundings) != split.n_captions:
+        raise ValueError(
+            f"Expected one grounding list per caption of split "
+            f"{split.split!r} ({split.n_captions}). Received: {len(groundings)}"
+        )
+    token_ids = model.vocabulary.encode_batch(split.captions)
+    images = split.image_of_caption(np.arange(split.n_captions))
+    features = _PairImages(split, images)
+    attention = word_region_attention(model, features, token_ids, batch_size)
+    return grounding_scores(attention, groundings)
+
+
+class _PairImages:
+    """The image of each caption, read from a split when sliced."""
+
+    def __init__(self, split, images):
+        self.split, self.images = split, images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, rows):
+        return self.split.image_features(self.images[rows])

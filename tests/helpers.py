@@ -7,6 +7,8 @@ import keras
 import numpy as np
 from keras import ops
 
+import reference
+
 
 def lengths_to_mask(lengths, max_length):
     return np.arange(max_length)[None, :] < np.asarray(lengths)[:, None]
@@ -87,3 +89,44 @@ def check_save_load(model, inputs, tmp_path, atol=1e-6):
 def get_keras_mask(x):
     """The mask Keras attached to `x` (no public accessor exists)."""
     return getattr(x, "_keras_mask", None)
+
+
+def gru_weights(gru):
+    cell = gru.cell
+    return [
+        ops.convert_to_numpy(w)
+        for w in (cell.kernel, cell.recurrent_kernel, cell.bias)
+    ]
+
+
+def randomise(layer, rng, scale=0.5):
+    """Random weights, not the initialisers', so that every weight matters."""
+    for variable in layer.weights:
+        value = scale * rng.normal(size=variable.shape)
+        variable.assign(value.astype(variable.dtype))
+
+
+def reference_caption_encoder(encoder, token_ids):
+    """The caption encoder written out per caption, on unpadded sequences."""
+    table = ops.convert_to_numpy(encoder.embedding.embeddings).astype(np.float64)
+    outputs = np.zeros(token_ids.shape + (encoder.embed_size,))
+    for c, ids in enumerate(token_ids):
+        length = int(np.sum(ids != 0))
+        x = table[ids[:length]]
+        for k, rnn in enumerate(encoder.rnn_layers):
+            last = k == len(encoder.rnn_layers) - 1
+            if not encoder.bidirectional:
+                x = reference.gru_sequence(x, *gru_weights(rnn))
+                continue
+            forward = reference.gru_sequence(x, *gru_weights(rnn.forward_layer))
+            backward = reference.gru_sequence(
+                x, *gru_weights(rnn.backward_layer), reverse=True
+            )
+            # Inner layers pass both directions on; the last one averages.
+            x = (forward + backward) / 2 if last else np.concatenate(
+                [forward, backward], axis=-1
+            )
+        if not encoder.no_txtnorm:
+            x = reference.l2norm(x, -1)
+        outputs[c, :length] = x
+    return outputs

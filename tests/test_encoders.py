@@ -8,7 +8,13 @@ import pytest
 from keras import ops
 
 import reference
-from helpers import check_config_round_trip, check_save_load, get_keras_mask
+from helpers import (
+    check_config_round_trip,
+    check_save_load,
+    get_keras_mask,
+    randomise,
+    reference_caption_encoder,
+)
 from scan_keras.layers import CaptionEncoder, RegionEncoder, StackedCrossAttention
 
 TOKENS = np.array(
@@ -68,47 +74,6 @@ def test_region_encoder_passes_a_mask_on(rng):
 
 
 # --------------------------------------------------------------- captions
-
-
-def gru_weights(gru):
-    cell = gru.cell
-    return [
-        ops.convert_to_numpy(w)
-        for w in (cell.kernel, cell.recurrent_kernel, cell.bias)
-    ]
-
-
-def randomise(layer, rng, scale=0.5):
-    """Random weights, not the initialisers', so that every weight matters."""
-    for variable in layer.weights:
-        value = scale * rng.normal(size=variable.shape)
-        variable.assign(value.astype(variable.dtype))
-
-
-def reference_caption_encoder(encoder, token_ids):
-    """The caption encoder written out per caption, on unpadded sequences."""
-    table = ops.convert_to_numpy(encoder.embedding.embeddings).astype(np.float64)
-    outputs = np.zeros(token_ids.shape + (encoder.embed_size,))
-    for c, ids in enumerate(token_ids):
-        length = int(np.sum(ids != 0))
-        x = table[ids[:length]]
-        for k, rnn in enumerate(encoder.rnn_layers):
-            last = k == len(encoder.rnn_layers) - 1
-            if not encoder.bidirectional:
-                x = reference.gru_sequence(x, *gru_weights(rnn))
-                continue
-            forward = reference.gru_sequence(x, *gru_weights(rnn.forward_layer))
-            backward = reference.gru_sequence(
-                x, *gru_weights(rnn.backward_layer), reverse=True
-            )
-            # Inner layers pass both directions on; the last one averages.
-            x = (forward + backward) / 2 if last else np.concatenate(
-                [forward, backward], axis=-1
-            )
-        if not encoder.no_txtnorm:
-            x = reference.l2norm(x, -1)
-        outputs[c, :length] = x
-    return outputs
 
 
 @pytest.mark.parametrize(

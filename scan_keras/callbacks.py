@@ -1,0 +1,132 @@
+"""Callbacks of the paper's training recipe.
+
+- `step_decay`: the learning-rate schedule (divided by 10 every
+  `lr_update` epochs), for `keras.callbacks.LearningRateScheduler`.
+- `RetrievalValidation`: recall on a validation split after every epoch,
+  logged as `val_i2t_r1` ... `val_rsum`, keeping the model with the best
+  rsum, which is how the paper selects its model.
+- `EpochShuffle`: tells a `PairBatches` which epoch is starting, so that a
+  resumed run draws the same batches as an uninterrupted one.
+"""
+
+import json
+import os
+
+import keras
+
+from scan_keras.evaluation import retrieval_metrics
+
+
+def step_decay(learning_rate, lr_update):
+    """The reference schedule: `learning_rate * 0.1 ** (epoch // lr_update)`.
+
+    Returns a `schedule(epoch, lr)` function for
+    `keras.callbacks.LearningRateScheduler` (`epoch` is 0-based).
+    """
+    if not learning_rate > 0 or not isinstance(lr_update, int) or lr_update < 1:
+        raise ValueError(
+            "Expected a positive `learning_rate` and a positive integer "
+            f"`lr_update`. Received: learning_rate={learning_rate!r}, "
+            f"lr_update={lr_update!r}"
+        )
+
+    def schedule(epoch, lr=None):
+        return learning_rate * 0.1 ** (epoch // lr_update)
+
+    return schedule
+
+
+class RetrievalValidation(keras.callbacks.Callback):
+    """Validation recall after every epoch; keeps the best model by rsum.
+
+    The model must have a `similarity(features, token_ids)` method, as
+    `scan_keras.models.SCAN` has. The metrics of `retrieval_metrics` are
+    added to the epoch's logs with a `val_` prefix, so the progress bar,
+    `History` and a `CSVLogger` placed after this callback all see them.
+
+    With `filepath`, the model is saved there whenever rsum improves, and
+    the best metrics are written beside it (`<filepath>.json`); a resumed
+    run reads them back, so an interrupted run never replaces its best
+    model with a worse one.
+
+    Args:
+        features: validation region features `(n_images, R, img_dim)`.
+        token_ids: their captions' token ids `(n_images * cpi, W)`.
+        captions_per_image: captions of each image (cpi).
+        filepath: where to save the best model (a `.keras` path), or None.
+        batch_size: images encoded at a time.
+        verbose: print the recalls after each epoch.
+    """
+
+    def __init__(
+        self,
+        features,
+        token_ids,
+        captions_per_image=5,
+        filepath=None,
+        batch_size=128,
+        verbose=1,
+    ):
+        super().__init__()
+        if len(token_ids) != len(features) * captions_per_image:
+            raise ValueError(
+                f"{len(features)} validation images with {captions_per_image} "
+                f"captions each need {len(features) * captions_per_image} "
+                f"captions. Received: {len(token_ids)}"
+            )
+        self.features = features
+        self.token_ids = token_ids
+        self.captions_per_image = captions_per_image
+        self.filepath = filepath
+        self.batch_size = batch_size
+        self.verbose = verbose
+        self.best = None
+
+    @property
+    def record_path(self):
+        return None if self.filepath is None else f"{self.filepath}.json"
+
+    def on_train_begin(self, logs=None):
+        path = self.record_path
+        if path is not None and os.path.exists(path):
+            with open(path) as f:
+                self.best = json.load(f)["rsum"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        sims = self.model.similarity(
+            self.features, self.token_ids, batch_size=self.batch_size, verbose=0
+        )
+        metrics = retrieval_metrics(sims, self.captions_per_image)
+        if logs is not None:
+            logs.update({f"val_{name}": value for name, value in metrics.items()})
+        improved = self.best is None or metrics["rsum"] > self.best
+        if improved:
+            self.best = metrics["rsum"]
+            if self.filepath is not None:
+                self.model.save(self.filepath)
+                with open(self.record_path, "w") as f:
+                    json.dump(dict(metrics, epoch=epoch + 1), f, indent=1)
+        if self.verbose:
+            print(
+                f"\nEpoch {epoch + 1} validation: "
+                f"i2t R@1/5/10 {metrics['i2t_r1']:.1f} {metrics['i2t_r5']:.1f} "
+                f"{metrics['i2t_r10']:.1f} | t2i R@1/5/10 {metrics['t2i_r1']:.1f} "
+                f"{metrics['t2i_r5']:.1f} {metrics['t2i_r10']:.1f} | rsum "
+                f"{metrics['rsum']:.1f}" + (" (best)" if improved else "")
+            )
+
+
+class EpochShuffle(keras.callbacks.Callback):
+    """Sets the epoch of a `PairBatches` before each epoch's first batch.
+
+    Its shuffle order depends on the epoch alone, so a run resumed by
+    `BackupAndRestore` at epoch e sees the batches an uninterrupted run
+    would have seen.
+    """
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)

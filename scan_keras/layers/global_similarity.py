@@ -1,0 +1,124 @@
+"""The global-embedding baseline's similarity: pool first, then compare.
+
+Before SCAN, image-text matching embedded a whole image and a whole
+caption as one vector each and compared them (VSE++, Faghri et al., BMVC
+2018). This layer is that comparison on SCAN's own encoders, so the two
+differ only in how regions and words meet: here the regions are averaged
+into one image vector and the words into one caption vector before any
+comparison, so no word can single out a region.
+
+    score(i, c) = cosine(mean_r v_ir, mean_w e_cw)
+"""
+
+import keras
+from keras import ops
+
+from scan_keras.layers.norms import safe_norm
+from scan_keras.layers.validation import check_finite, check_mask, check_rank
+
+
+def _masked_mean(x, mask):
+    """Mean over axis 1 of `(N, T, d)`, counting only entries where `mask`."""
+    if mask is None:
+        return ops.mean(x, axis=1)
+    weights = ops.cast(mask, x.dtype)[:, :, None]
+    count = ops.maximum(ops.sum(weights, axis=1), 1.0)
+    return ops.sum(x * weights, axis=1) / count
+
+
+@keras.saving.register_keras_serializable(package="scan_keras")
+class GlobalSimilarity(keras.layers.Layer):
+    """Cosine similarity of mean-pooled regions and mean-pooled words.
+
+    The global-embedding (VSE++) baseline that SCAN is compared with: each
+    image becomes the mean of its region vectors, each caption the mean of
+    its word vectors (padding excluded), and every image is scored against
+    every caption by the cosine of the two. It takes the same inputs as
+    `StackedCrossAttention`, so the two are interchangeable in a model.
+
+    Shapes: I images of R regions, C captions of W words, d features.
+
+    Args:
+        eps: floor of the norms in the cosine.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        images: encoded regions, shape `(I, R, d)`.
+        captions: encoded words, shape `(C, W, d)`.
+        images_mask: optional boolean `(I, R)`, True for real regions.
+        captions_mask: optional boolean `(C, W)`, True for real words;
+            filled in from a Keras mask such as `CaptionEncoder`'s.
+
+    Returns:
+        The similarity matrix, shape `(I, C)`, each entry in [-1, 1].
+
+    Example:
+
+    ```python
+    import numpy as np
+    from scan_keras.layers import GlobalSimilarity
+
+    images = np.random.normal(size=(2, 36, 64)).astype("float32")
+    captions = np.random.normal(size=(3, 12, 64)).astype("float32")
+    captions_mask = np.arange(12)[None, :] < np.array([[12], [7], [9]])
+    sims = GlobalSimilarity()(images, captions, captions_mask=captions_mask)
+    sims.shape  # (2, 3)
+    ```
+    """
+
+    def __init__(self, eps=1e-8, **kwargs):
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
+            raise ValueError(
+                f"Expected `eps` to be a positive number. Received: eps={eps!r}"
+            )
+        super().__init__(**kwargs)
+        self.eps = float(eps)
+        self.supports_masking = True
+
+    def build(self, images_shape, captions_shape):
+        self._check_shapes(images_shape, captions_shape)
+        self.built = True
+
+    def _check_shapes(self, images_shape, captions_shape):
+        check_rank(images_shape, 3, "images", "(n_images, n_regions, dim)")
+        check_rank(captions_shape, 3, "captions", "(n_captions, n_words, dim)")
+        if images_shape[-1] != captions_shape[-1]:
+            raise ValueError(
+                "Images and captions must share the feature size. Received: "
+                f"images.shape={tuple(images_shape)}, "
+                f"captions.shape={tuple(captions_shape)}"
+            )
+
+    def call(self, images, captions, images_mask=None, captions_mask=None):
+        self._check_shapes(images.shape, captions.shape)
+        check_finite(images, "images")
+        check_finite(captions, "captions")
+        if images_mask is not None:
+            check_mask(images_mask, images.shape, "images_mask")
+        if captions_mask is not None:
+            check_mask(captions_mask, captions.shape, "captions_mask")
+        image = _masked_mean(images, images_mask)
+        caption = _masked_mean(captions, captions_mask)
+        image = image / ops.maximum(safe_norm(image, -1, keepdims=True), self.eps)
+        caption = caption / ops.maximum(
+            safe_norm(caption, -1, keepdims=True), self.eps
+        )
+        return ops.matmul(image, ops.transpose(caption))
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
+
+    def compute_output_shape(self, images_shape, captions_shape):
+        return (images_shape[0], captions_shape[0])
+
+    def compute_output_spec(
+        self, images, captions, images_mask=None, captions_mask=None
+    ):
+        return keras.KerasTensor(
+            (images.shape[0], captions.shape[0]), dtype=self.compute_dtype
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config["eps"] = self.eps
+        return config
