@@ -1,0 +1,301 @@
+"""The `scan-keras` command: a thin layer over the package's modules.
+
+    scan-keras demo --out scan_keras_demo
+    scan-keras train --preset f30k_t2i_avg --data-dir data/f30k_precomp --out runs/t2i
+    scan-keras evaluate --data-dir data/f30k_precomp --split test --protocol 1k \\
+        runs/t2i/model_best.keras
+    scan-keras convert model_best.pth.tar --vocab f30k_precomp_vocab.json --out f30k.keras
+"""
+
+import argparse
+import json
+import os
+import sys
+
+PRESET_HELP = """\
+presets (dataset_formulation_pooling; t2i = the paper's Text-Image,
+i2t = Image-Text; avg = AVG pooling, lse = LogSumExp):
+  f30k_t2i_avg  f30k_t2i_lse  f30k_i2t_avg  f30k_i2t_lse
+  coco_t2i_avg  coco_t2i_lse  coco_i2t_avg  coco_i2t_lse
+"""
+
+DATA_HELP = """\
+The data folder is the released precomputed layout, e.g. f30k_precomp/:
+  {split}_ims.npy   float32 (n_images, 36, 2048) region features
+  {split}_caps.txt  one caption per line, 5 per image, in image order
+with splits train, dev, test (and testall for COCO's 5K test set).
+"""
+
+_RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="scan-keras",
+        description="Stacked Cross Attention for Image-Text Matching "
+        "(Lee et al., ECCV 2018) in Keras 3. The backend is chosen by the "
+        "KERAS_BACKEND environment variable (jax is the fastest on a GPU).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the main demo: SCAN on the built-in world, beside a global baseline",
+        description="Generate the built-in world (rendered scenes, region "
+        "features from a frozen CNN, captions with the ground truth of "
+        "which region each word names), train SCAN and the global-embedding "
+        "baseline on it, and print their test recalls and grounding "
+        "accuracy side by side. Writes the models, an attention figure and "
+        "the training curves to OUT. A few minutes on two CPU cores.",
+    )
+    demo.add_argument("--out", default="scan_keras_demo", help="output folder (scan_keras_demo)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    demo.add_argument(
+        "--train-images", type=int,
+        help="training images (the world's default); dev and test scale along",
+    )
+    demo.add_argument("--epochs", type=int, help="training epochs (the demo's default)")
+
+    train = commands.add_parser(
+        "train",
+        help="train a model with one of the paper's presets",
+        description="Train SCAN with a preset's recipe (Adam, gradient "
+        "clipping 2.0, learning rate divided by 10 mid-way, hardest-negative "
+        "hinge loss). Validation recall is computed after every epoch and the "
+        "best model kept as OUT/model_best.keras. Run the same command again "
+        "to resume an interrupted run.",
+        epilog=PRESET_HELP + "\n" + DATA_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--preset", required=True, help="a preset name, see below")
+    train.add_argument("--data-dir", required=True, help="precomputed-feature folder")
+    train.add_argument("--out", required=True, help="output folder of the run")
+    train.add_argument("--epochs", type=int, help="number of epochs (preset's default)")
+    train.add_argument("--batch-size", type=int, help="pairs per batch (default 128)")
+    train.add_argument(
+        "--vocab",
+        help="vocabulary JSON (word2idx/idx2word); default DATA_DIR/vocab.json "
+        "or one built from the train and dev captions",
+    )
+    train.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    train.add_argument(
+        "--embed-size", type=int, help="joint space size (1024); smaller for quick runs"
+    )
+    train.add_argument("--word-dim", type=int, help="word embedding size (300)")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="recall of one model, or of an ensemble, on a split",
+        description="Compute image-to-text and text-to-image R@1/5/10, median "
+        "and mean rank and rsum of MODEL on a split, printed beside the "
+        "paper's numbers and written as JSON. Several models form an "
+        "ensemble: their similarity matrices are averaged.",
+        epilog="protocols: 1k = Flickr30K test (1000 images); 5fold1k = COCO 1K, "
+        "the mean over 5 folds of testall; 5k = all 5000 images of COCO "
+        "testall.\n\n" + DATA_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("models", nargs="+", metavar="MODEL", help=".keras model file(s)")
+    evaluate.add_argument("--data-dir", required=True, help="precomputed-feature folder")
+    evaluate.add_argument("--split", default="test", help="split to evaluate (test)")
+    evaluate.add_argument(
+        "--protocol", default="1k", choices=("1k", "5fold1k", "5k"),
+        help="evaluation protocol (1k)",
+    )
+    evaluate.add_argument(
+        "--paper",
+        help="the paper's row to show beside ours: a preset or ensemble name "
+        "(default: guessed from the models' names)",
+    )
+    evaluate.add_argument(
+        "--json", help="where to write the results (default: beside the first model)"
+    )
+    evaluate.add_argument("--batch-size", type=int, default=128, help="images encoded at a time")
+
+    convert = commands.add_parser(
+        "convert",
+        help="import a model trained with the reference PyTorch code",
+        description="Convert a checkpoint of the authors' PyTorch SCAN code "
+        "(model_best.pth.tar) into a .keras model with the same options, "
+        "weights and vocabulary, which `scan-keras evaluate` accepts. The "
+        "file is read safely (torch.load with weights_only=True); this needs "
+        'PyTorch: pip install "scan-keras[convert]".',
+    )
+    convert.add_argument("checkpoint", metavar="CHECKPOINT", help="the .pth.tar file")
+    convert.add_argument(
+        "--vocab", required=True,
+        help="the vocabulary JSON the model was trained with (word2idx/idx2word)",
+    )
+    convert.add_argument("--out", required=True, help="the .keras file to write")
+    return parser
+
+
+def _paper_row(name, protocol):
+    """The paper's recalls for a preset or ensemble name, or None."""
+    from scan_keras.presets import PAPER_ENSEMBLES, PRESETS
+
+    if name in PRESETS:
+        return PRESETS[name].paper.get(protocol)
+    return PAPER_ENSEMBLES.get(name, {}).get(protocol)
+
+
+def _guess_paper_name(models):
+    names = [m.name[len("scan_"):] for m in models if m.name.startswith("scan_")]
+    if len(names) != len(models):
+        return None
+    if len(names) == 1:
+        return names[0]
+    # Ensembles are named like "f30k_t2i_avg+i2t_lse".
+    dataset = names[0].split("_")[0]
+    parts = sorted(n.split("_", 1)[1] for n in names)
+    if any(not n.startswith(dataset + "_") for n in names):
+        return None
+    return f"{dataset}_" + "+".join(parts)
+
+
+def format_table(ours, paper=None, paper_name=None):
+    """The recall table, ours beside the paper's row when there is one."""
+    header = (
+        f"{'':<22}{'i2t R@1':>8}{'R@5':>6}{'R@10':>6}{'medr':>6}"
+        f"{'t2i R@1':>9}{'R@5':>6}{'R@10':>6}{'medr':>6}{'rsum':>8}"
+    )
+    lines = [header, "-" * len(header)]
+
+    def row(label, m):
+        def get(key, fmt):
+            return format(m[key], fmt) if key in m else "-"
+
+        return (
+            f"{label:<22}{get('i2t_r1', '8.1f'):>8}{get('i2t_r5', '6.1f'):>6}"
+            f"{get('i2t_r10', '6.1f'):>6}{get('i2t_medr', '6.1f'):>6}"
+            f"{get('t2i_r1', '9.1f'):>9}{get('t2i_r5', '6.1f'):>6}"
+            f"{get('t2i_r10', '6.1f'):>6}{get('t2i_medr', '6.1f'):>6}"
+            f"{get('rsum', '8.1f'):>8}"
+        )
+
+    lines.append(row("ours", ours))
+    if paper is not None:
+        lines.append(row(f"paper {paper_name}"[:22], paper))
+    return "\n".join(lines)
+
+
+def _train(args):
+    from scan_keras.training import BEST_MODEL, train
+
+    overrides = {}
+    if args.embed_size:
+        overrides["embed_size"] = args.embed_size
+    if args.word_dim:
+        overrides["word_dim"] = args.word_dim
+    model, _ = train(
+        args.preset,
+        args.data_dir,
+        args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        vocab_path=args.vocab,
+        seed=args.seed,
+        **overrides,
+    )
+    best = os.path.join(args.out, BEST_MODEL)
+    record = best + ".json"
+    if os.path.exists(record):
+        with open(record) as f:
+            metrics = json.load(f)
+        print(f"\nbest validation model (epoch {metrics['epoch']}): {best}")
+        print(format_table(metrics))
+    return 0
+
+
+def _evaluate(args):
+    import keras
+
+    from scan_keras.data import load_split
+    from scan_keras.evaluation import evaluate
+
+    for path in args.models:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"No such model file: {path}")
+    models = [keras.saving.load_model(path, compile=False) for path in args.models]
+    split = load_split(args.data_dir, args.split)
+    print(
+        f"evaluating {len(models)} model(s) on {split.split} "
+        f"({split.n_images} images, {split.n_captions} captions), "
+        f"protocol {args.protocol}, backend {keras.backend.backend()}"
+    )
+    metrics = evaluate(models, split, args.protocol, batch_size=args.batch_size)
+    paper_name = args.paper or _guess_paper_name(models)
+    paper = _paper_row(paper_name, args.protocol) if paper_name else None
+    print(format_table(metrics, paper, paper_name))
+    out = args.json or os.path.join(
+        os.path.dirname(os.path.abspath(args.models[0])),
+        f"eval_{args.split}_{args.protocol}.json",
+    )
+    result = {
+        "models": [os.path.abspath(p) for p in args.models],
+        "data_dir": os.path.abspath(args.data_dir),
+        "split": args.split,
+        "protocol": args.protocol,
+        "metrics": metrics,
+        "paper": {"name": paper_name, "metrics": paper} if paper else None,
+    }
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"written to {out}")
+    return 0
+
+
+def _convert(args):
+    if not args.out.endswith(".keras"):
+        raise ValueError(f"--out must be a .keras file. Received: {args.out}")
+    try:
+        from scan_keras.convert import load_official_checkpoint
+
+        model = load_official_checkpoint(args.checkpoint, vocabulary=args.vocab)
+    except ImportError as error:  # no PyTorch: one line, as for bad input
+        print(f"scan-keras convert: error: {error}", file=sys.stderr)
+        return 2
+    folder = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(folder, exist_ok=True)
+    model.save(args.out)
+    attention = model.attention
+    print(
+        f"converted {args.checkpoint}: {attention.cross_attn}, "
+        f"agg_func={attention.agg_func}, lambda_softmax={attention.lambda_softmax}"
+        + (
+            f", lambda_lse={attention.lambda_lse}"
+            if attention.agg_func == "logsumexp"
+            else ""
+        )
+        + f", raw_feature_norm={attention.raw_feature_norm}, "
+        f"{len(model.vocabulary)} words"
+    )
+    print(f"written to {args.out} (model name {model.name})")
+    return 0
+
+
+def _demo(args):
+    from scan_keras.demo import run_demo
+
+    run_demo(args.out, seed=args.seed, train_images=args.train_images, epochs=args.epochs)
+    return 0
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    run = {
+        "demo": _demo,
+        "train": _train,
+        "evaluate": _evaluate,
+        "convert": _convert,
+    }[args.command]
+    try:
+        return run(args)
+    except (FileNotFoundError, ValueError) as error:
+        # Bad input: one clear line, not a traceback.
+        print(f"scan-keras {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

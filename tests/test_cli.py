@@ -1,0 +1,88 @@
+"""The `scan-keras` command, run as a user runs it: in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scan_keras.data import write_toy_precomp
+
+
+def scan_keras(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "scan_keras", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("toy_precomp"))
+    write_toy_precomp(path, n_images={"train": 80, "dev": 20, "test": 20}, seed=5)
+    return path
+
+
+def test_help_explains_presets_and_protocols():
+    done = scan_keras("train", "--help")
+    assert done.returncode == 0
+    assert "f30k_t2i_avg" in done.stdout and "_ims.npy" in done.stdout
+    done = scan_keras("evaluate", "--help")
+    assert done.returncode == 0
+    assert "5fold1k" in done.stdout and "ensemble" in done.stdout
+
+
+def test_train_then_evaluate(data_dir, tmp_path):
+    out = str(tmp_path / "run")
+    done = scan_keras(
+        "train", "--preset", "f30k_i2t_avg", "--data-dir", data_dir,
+        "--out", out, "--epochs", "1", "--batch-size", "40",
+        "--embed-size", "16", "--word-dim", "8",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "best validation model" in done.stdout
+    model = os.path.join(out, "model_best.keras")
+    assert os.path.exists(model)
+
+    report = str(tmp_path / "eval.json")
+    done = scan_keras(
+        "evaluate", "--data-dir", data_dir, "--split", "test",
+        "--protocol", "1k", "--json", report, model, model,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The preset is read from the models' names: two i2t AVG models are
+    # not an ensemble the paper printed, but one alone is.
+    with open(report) as f:
+        result = json.load(f)
+    assert result["split"] == "test" and len(result["models"]) == 2
+    assert 0 <= result["metrics"]["i2t_r1"] <= 100
+    assert result["metrics"]["rsum"] == pytest.approx(
+        sum(result["metrics"][k] for k in
+            ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"))
+    )
+
+    done = scan_keras("evaluate", "--data-dir", data_dir, "--json", report, model)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "paper f30k_i2t_avg" in done.stdout  # the paper's row beside ours
+    assert "67.9" in done.stdout  # its sentence R@1 (Table 1)
+    with open(report) as f:
+        assert json.load(f)["paper"]["metrics"]["i2t_r1"] == 67.9
+
+
+def test_bad_input_gets_one_clear_line(data_dir, tmp_path):
+    done = scan_keras(
+        "train", "--preset", "f30k_t2i_best", "--data-dir", data_dir,
+        "--out", str(tmp_path / "x"),
+    )
+    assert done.returncode == 2
+    assert "Unknown preset" in done.stderr and "Traceback" not in done.stderr
+    done = scan_keras(
+        "evaluate", "--data-dir", data_dir, str(tmp_path / "missing.keras")
+    )
+    assert done.returncode == 2 and "missing.keras" in done.stderr
+    done = scan_keras("evaluate", "--data-dir", data_dir, "--protocol", "2k", "m")
+    assert done.returncode == 2 and "invalid choice" in done.stderr
