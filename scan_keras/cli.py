@@ -140,6 +140,8 @@ def _paper_row(name, protocol):
 
 
 def _guess_paper_name(models):
+    from scan_keras.presets import PAPER_ENSEMBLES
+
     names = [m.name[len("scan_"):] for m in models if m.name.startswith("scan_")]
     if len(names) != len(models):
         return None
@@ -147,9 +149,14 @@ def _guess_paper_name(models):
         return names[0]
     # Ensembles are named like "f30k_t2i_avg+i2t_lse".
     dataset = names[0].split("_")[0]
-    parts = sorted(n.split("_", 1)[1] for n in names)
     if any(not n.startswith(dataset + "_") for n in names):
         return None
+    parts = sorted(n.split("_", 1)[1] for n in names)
+    # The paper's order of the parts, where the paper has the ensemble.
+    for known in PAPER_ENSEMBLES:
+        known_dataset, known_parts = known.split("_", 1)
+        if known_dataset == dataset and sorted(known_parts.split("+")) == parts:
+            return known
     return f"{dataset}_" + "+".join(parts)
 
 

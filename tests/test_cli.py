@@ -86,3 +86,24 @@ def test_bad_input_gets_one_clear_line(data_dir, tmp_path):
     assert done.returncode == 2 and "missing.keras" in done.stderr
     done = scan_keras("evaluate", "--data-dir", data_dir, "--protocol", "2k", "m")
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def test_paper_row_is_guessed_from_model_names():
+    from types import SimpleNamespace
+
+    from scan_keras.cli import _guess_paper_name
+
+    def named(*names):
+        return [SimpleNamespace(name=n) for n in names]
+
+    assert _guess_paper_name(named("scan_f30k_t2i_avg")) == "f30k_t2i_avg"
+    # An ensemble in either order finds the paper's row.
+    for order in [("i2t_lse", "t2i_avg"), ("t2i_avg", "i2t_lse")]:
+        models = named(*(f"scan_f30k_{part}" for part in order))
+        assert _guess_paper_name(models) == "f30k_t2i_avg+i2t_lse"
+    assert _guess_paper_name(named("scan_coco_t2i_avg", "scan_coco_t2i_lse")) == (
+        "coco_t2i_avg+t2i_lse"
+    )
+    # Names that follow no preset give no row, and no error.
+    assert _guess_paper_name(named("scan_x", "scan_y")) is None
+    assert _guess_paper_name(named("converted_scan")) is None
