@@ -10,20 +10,43 @@
   `model.fit`, one pass over the captions per epoch.
 - `write_toy_precomp`: a small learnable dataset in that layout, for tests
   and quick examples.
+- `make_world`, `write_world`, `WorldSplit`, `load_grounding`,
+  `load_world_images`, `load_world_objects`: the built-in world, rendered
+  scenes of shapes with region features from a frozen CNN
+  (`RegionFeatureExtractor`) and captions whose words are grounded in
+  regions, so that what SCAN attends to can be checked.
 """
 
 from scan_keras.data.batches import PairBatches
+from scan_keras.data.extractor import RegionFeatureExtractor
 from scan_keras.data.precomp import SPLITS, PrecompSplit, load_split, write_split
 from scan_keras.data.toy import write_toy_precomp
 from scan_keras.data.vocabulary import Vocabulary, tokenize
+from scan_keras.data.world import (
+    WORLD_SPLIT_SIZES,
+    WorldSplit,
+    load_grounding,
+    load_world_images,
+    load_world_objects,
+    make_world,
+    write_world,
+)
 
 __all__ = [
     "SPLITS",
+    "WORLD_SPLIT_SIZES",
     "PairBatches",
     "PrecompSplit",
+    "RegionFeatureExtractor",
     "Vocabulary",
+    "WorldSplit",
+    "load_grounding",
     "load_split",
+    "load_world_images",
+    "load_world_objects",
+    "make_world",
     "tokenize",
     "write_split",
     "write_toy_precomp",
+    "write_world",
 ]
