@@ -214,6 +214,17 @@ def _train(args):
     return 0
 
 
+def _grounding(models, data_dir, split):
+    """Grounding scores where the data hold ground truth (the built-in world)."""
+    from scan_keras.data.world import load_grounding
+    from scan_keras.evaluation import grounding_accuracy
+
+    path = os.path.join(data_dir, f"{split.split}_grounding.json")
+    if len(models) != 1 or not os.path.exists(path):
+        return None
+    return grounding_accuracy(models[0], split, load_grounding(data_dir, split.split))
+
+
 def _evaluate(args):
     import keras
 
@@ -234,6 +245,13 @@ def _evaluate(args):
     paper_name = args.paper or _guess_paper_name(models)
     paper = _paper_row(paper_name, args.protocol) if paper_name else None
     print(format_table(metrics, paper, paper_name))
+    grounding = _grounding(models, args.data_dir, split)
+    if grounding is not None:
+        print(
+            f"grounding accuracy {grounding['accuracy']:.1f}% of "
+            f"{grounding['n_words']} words (chance {grounding['chance']:.1f}%), "
+            f"attention on the named region {grounding['attention_mass']:.1f}%"
+        )
     out = args.json or os.path.join(
         os.path.dirname(os.path.abspath(args.models[0])),
         f"eval_{args.split}_{args.protocol}.json",
@@ -245,6 +263,7 @@ def _evaluate(args):
         "protocol": args.protocol,
         "metrics": metrics,
         "paper": {"name": paper_name, "metrics": paper} if paper else None,
+        "grounding": grounding,
     }
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
