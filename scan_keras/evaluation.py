@@ -193,20 +193,17 @@ def average_similarities(*sims):
     return np.mean(np.stack([np.asarray(s, np.float64) for s in sims]), axis=0)
 
 
-class _CheckedImages:
-    """Images `start:stop` of a split, read lazily and checked for NaN/inf."""
+class _SplitImages:
+    """Images `indices` of a split, read when sliced and checked for NaN/inf."""
 
-    def __init__(self, split, start, stop):
-        self.split, self.start, self.stop = split, start, stop
+    def __init__(self, split, indices):
+        self.split, self.indices = split, indices
 
     def __len__(self):
-        return self.stop - self.start
+        return len(self.indices)
 
     def __getitem__(self, rows):
-        first, last, _ = rows.indices(len(self))
-        return self.split.image_features(
-            np.arange(self.start + first, self.start + last)
-        )
+        return self.split.image_features(self.indices[rows])
 
 
 def evaluate(models, split, protocol="1k", batch_size=128, verbose="auto"):
@@ -244,7 +241,7 @@ def evaluate(models, split, protocol="1k", batch_size=128, verbose="auto"):
     cpi = split.captions_per_image
 
     def similarity(images, captions):
-        features = _CheckedImages(split, images.start, images.stop)
+        features = _SplitImages(split, np.arange(images.start, images.stop))
         return average_similarities(
             *[
                 model.similarity(
@@ -404,20 +401,6 @@ def grounding_accuracy(model, split, groundings, batch_size=32):
             f"{split.split!r} ({split.n_captions}). Received: {len(groundings)}"
         )
     token_ids = model.vocabulary.encode_batch(split.captions)
-    images = split.image_of_caption(np.arange(split.n_captions))
-    features = _PairImages(split, images)
+    features = _SplitImages(split, split.image_of_caption(np.arange(split.n_captions)))
     attention = word_region_attention(model, features, token_ids, batch_size)
     return grounding_scores(attention, groundings)
-
-
-class _PairImages:
-    """The image of each caption, read from a split when sliced."""
-
-    def __init__(self, split, images):
-        self.split, self.images = split, images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, rows):
-        return self.split.image_features(self.images[rows])
