@@ -20,6 +20,8 @@ scores everything alike thus gets the worst ranks, never perfect ones.
 import keras
 import numpy as np
 
+from scan_keras.jit import compiled, is_compiled, pad_rows
+
 RECALL_KS = (1, 5, 10)
 PROTOCOLS = ("1k", "5fold1k", "5k")
 METRIC_NAMES = tuple(
@@ -298,18 +300,36 @@ def word_region_attention(model, features, token_ids, batch_size=32):
             lambda_softmax=_T2I_LAMBDA_SOFTMAX,
             raw_feature_norm=raw_feature_norm,
         )
-    out = []
-    for start in range(0, len(token_ids), batch_size):
-        rows = slice(start, start + batch_size)
-        regions = model.encode_images(np.asarray(features[rows], "float32"))
-        words, mask = model.encode_captions(token_ids[rows])
+
+    def pair_attention(features, token_ids):
+        regions = model.encode_images(features)
+        words, mask = model.encode_captions(token_ids)
         # All pairs of the block, then the diagonal: (b, b, W, R) -> (b, W, R).
         _, attention = layer(
             regions, words, captions_mask=mask, return_attention_scores=True
         )
-        attention = np.asarray(keras.ops.convert_to_numpy(attention), "float32")
-        diagonal = np.arange(attention.shape[0])
-        out.append(attention[diagonal, diagonal])
+        # ops.diagonal puts the diagonal last: (W, R, b) -> (b, W, R).
+        return keras.ops.moveaxis(
+            keras.ops.diagonal(attention, axis1=0, axis2=1), -1, 0
+        )
+
+    key = ("word_region_attention", layer.lambda_softmax, layer.raw_feature_norm)
+    attend = compiled(model, key, pair_attention)
+    fixed = batch_size if is_compiled(attend, pair_attention) else None
+    out = []
+    for start in range(0, len(token_ids), batch_size):
+        rows = slice(start, start + batch_size)
+        features_block = np.asarray(features[rows], "float32")
+        if not np.all(np.isfinite(features_block)):
+            raise ValueError(
+                f"`features` of pairs {start}-{start + len(features_block) - 1} "
+                "contain NaN or infinite values."
+            )
+        n = len(features_block)
+        attention = attend(
+            pad_rows(features_block, fixed), pad_rows(token_ids[rows], fixed)
+        )[:n]
+        out.append(np.asarray(keras.ops.convert_to_numpy(attention), "float32"))
     return np.concatenate(out, axis=0)
 
 

@@ -25,6 +25,7 @@ from scan_keras.layers import (
     RegionEncoder,
     StackedCrossAttention,
 )
+from scan_keras.jit import compiled, is_compiled, pad_rows
 from scan_keras.layers.validation import check_rank
 from scan_keras.losses import ContrastiveLoss
 
@@ -77,9 +78,13 @@ class SCAN(keras.Model):
         bidirectional: bidirectional GRU (the paper's).
         no_imgnorm: skip the l2 normalisation of region vectors.
         no_txtnorm: skip the l2 normalisation of word vectors.
-        cross_attn, lambda_softmax, agg_func, lambda_lse,
-            raw_feature_norm: the attention's options, see
-            `StackedCrossAttention`.
+        cross_attn: `"t2i"` or `"i2t"`, see `StackedCrossAttention`.
+        lambda_softmax: lambda_1 of the attention softmax.
+        agg_func: pooling of the relevances: `"mean"`, `"logsumexp"`,
+            `"max"` or `"sum"`.
+        lambda_lse: lambda_2 of LSE pooling.
+        raw_feature_norm: normalisation of the raw similarities
+            (`"clipped_l2norm"`, the paper's).
         margin: margin of the hinge loss.
         max_violation: hardest negatives only (VSE++), as every SCAN
             result uses.
@@ -314,13 +319,23 @@ class SCAN(keras.Model):
                 "needs at least one token."
             )
         n_images = len(features)
-        regions = [
-            self.encode_images(
-                np.asarray(features[start : start + batch_size], "float32")
-            )
-            for start in range(0, n_images, batch_size)
-        ]
-        regions = ops.concatenate(regions, axis=0)
+        encode_images = compiled(self, "encode_images", self.encode_images)
+        score = compiled(self, "score", self._score_captions)
+        # Compiled (JAX), each new input shape costs a compilation: blocks
+        # are padded to fixed sizes, so a test set compiles a handful.
+        fixed = is_compiled(score, self._score_captions)
+        blocks = []
+        for start in range(0, n_images, batch_size):
+            block = np.asarray(features[start : start + batch_size], "float32")
+            # Compiled code cannot stop on bad values: check them here.
+            if not np.all(np.isfinite(block)):
+                raise ValueError(
+                    f"`features` of images {start}-{start + len(block) - 1} "
+                    "contain NaN or infinite values."
+                )
+            rows = batch_size if fixed else None
+            blocks.append(encode_images(pad_rows(block, rows))[: len(block)])
+        regions = ops.concatenate(blocks, axis=0)
 
         order = np.argsort(lengths, kind="stable")
         batches = [
@@ -332,13 +347,20 @@ class SCAN(keras.Model):
         progress = keras.utils.Progbar(len(batches)) if verbose else None
         sims = np.empty((n_images, len(token_ids)), dtype="float32")
         for k, batch in enumerate(batches):
-            ids = token_ids[batch, : int(lengths[batch].max())]
-            words, words_mask = self.encode_captions(ids)
-            scores = self.attention(regions, words, captions_mask=words_mask)
+            # Sorted by length, a batch needs little padding; rounding its
+            # width up to a multiple of 8 keeps the number of shapes small.
+            width = min(token_ids.shape[1], -(-int(lengths[batch].max()) // 8) * 8)
+            ids = pad_rows(token_ids[batch, :width], caption_batch_size if fixed else None)
+            scores = score(regions, ids)[:, : len(batch)]
             sims[:, batch] = ops.convert_to_numpy(ops.cast(scores, "float32"))
             if progress is not None:
                 progress.update(k + 1)
         return sims
+
+    def _score_captions(self, regions, token_ids):
+        """Encodes a block of captions and scores them against `regions`."""
+        words, words_mask = self.encode_captions(token_ids)
+        return self.attention(regions, words, captions_mask=words_mask)
 
     def get_config(self):
         encoder = self.caption_encoder
@@ -385,9 +407,17 @@ class GlobalEmbedding(SCAN):
     buys.
 
     Args:
-        vocab_size, vocabulary, img_dim, embed_size, word_dim, num_layers,
-            bidirectional, no_imgnorm, no_txtnorm, margin, max_violation:
-            as for `SCAN`.
+        vocab_size: number of token ids, as for `SCAN`.
+        vocabulary: optional `Vocabulary`, as for `SCAN`.
+        img_dim: size of the precomputed region features.
+        embed_size: size of the joint space.
+        word_dim: size of the word embeddings.
+        num_layers: stacked GRU layers of the caption encoder.
+        bidirectional: bidirectional GRU.
+        no_imgnorm: skip the l2 normalisation of region vectors.
+        no_txtnorm: skip the l2 normalisation of word vectors.
+        margin: margin of the hinge loss.
+        max_violation: hardest negatives only (VSE++).
         **kwargs: `keras.Model` keyword arguments, such as `name`.
 
     Call arguments:

@@ -191,3 +191,20 @@ def test_bad_inputs_raise(rng):
         SCAN()
     with pytest.raises(ValueError, match="cross_attn"):
         SCAN(vocab_size=5, cross_attn="both")
+
+
+def test_similarity_follows_new_weights_and_refuses_nan(rng):
+    # On JAX `similarity` is compiled with the weights as inputs: after
+    # the weights change, it must score with the new ones.
+    model = small_scan()
+    features = rng.normal(size=(4, N_REGIONS, IMG_DIM)).astype("float32")
+    before = model.similarity(features, TOKENS, verbose=0)
+    randomise(model, rng)
+    after = model.similarity(features, TOKENS, verbose=0)
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(
+        after, reference_similarity(model, features, TOKENS), rtol=1e-5, atol=1e-6
+    )
+    features[2, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="images 0-3 contain NaN"):
+        model.similarity(features, TOKENS, verbose=0)
