@@ -137,6 +137,24 @@ def test_padding_changes_nothing(rng, cross_attn):
 
 
 @pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+@pytest.mark.parametrize("n_captions,chunk_size", [(1, None), (4, 1)])
+def test_one_caption_per_chunk_matches_reference(
+    rng, cross_attn, n_captions, chunk_size
+):
+    # One caption against several images broadcasts a batch axis of size
+    # 1, which TensorFlow's oneDNN batch matmul (2.21, CPU) got wrong.
+    images, captions, image_lengths, caption_lengths = random_batch(
+        rng, n_images=4, n_regions=10, n_captions=n_captions, n_words=7
+    )
+    layer = StackedCrossAttention(cross_attn, chunk_size=chunk_size)
+    sims = run_masked(layer, images, captions, image_lengths, caption_lengths)
+    expected = reference_sims(images, captions, image_lengths, caption_lengths, layer)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
 def test_chunks_give_the_same_matrix(rng, cross_attn):
     images, captions, image_lengths, caption_lengths = random_batch(
         rng, n_captions=7

@@ -342,8 +342,10 @@ class StackedCrossAttention(keras.layers.Layer):
             )
             # e_w . a_w and ||a_w||^2 = alpha_w^T G alpha_w, both (I, C, W).
             dot = ops.sum(attention * s, axis=-2)
-            gram = image_side[:, None]  # (I, 1, R, R)
-            attended_sq = ops.sum(attention * ops.matmul(gram, attention), -2)
+            # einsum, not a matmul with broadcast batch axes: TensorFlow's
+            # oneDNN batch matmul (2.21, CPU) corrupts memory on those.
+            g_alpha = ops.einsum("irs,icsw->icrw", image_side, attention)
+            attended_sq = ops.sum(attention * g_alpha, -2)
             query_norm = safe_norm(captions, axis=-1)[None]  # (1, C, W)
             pool_mask = None if captions_mask is None else captions_mask[None]
             # Report each word's weights over the regions: (I, C, W, R).
@@ -362,10 +364,11 @@ class StackedCrossAttention(keras.layers.Layer):
                 self.lambda_softmax * s_norm, axis=-1, mask=word_mask
             )
             dot = ops.sum(attention * s, axis=-1)
-            # The caption's Gram matrix E E^T, (1, C, W, W); symmetric, so
+            # The caption's Gram matrix E E^T, (C, W, W); symmetric, so
             # alpha_r^T H alpha_r is sum_w alpha[r, w] (alpha H)[r, w].
-            gram = ops.matmul(captions, ops.swapaxes(captions, -1, -2))[None]
-            attended_sq = ops.sum(attention * ops.matmul(attention, gram), -1)
+            gram = ops.matmul(captions, ops.swapaxes(captions, -1, -2))
+            alpha_h = ops.einsum("icrw,cwv->icrv", attention, gram)
+            attended_sq = ops.sum(attention * alpha_h, -1)
             query_norm = image_side[:, None]  # (I, 1, R)
             pool_mask = None if images_mask is None else images_mask[:, None]
 
