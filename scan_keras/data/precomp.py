@@ -71,9 +71,13 @@ class PrecompSplit:
             in memory).
         captions_path: the captions file, named in error messages.
 
+    The arguments are kept as attributes of the same names.
+
     Attributes:
-        path, captions_path, images, captions, split, captions_per_image,
-        n_images, n_captions, n_regions, img_dim.
+        n_images: number of images.
+        n_captions: number of captions, `captions_per_image * n_images`.
+        n_regions: regions per image (36 in the released data).
+        img_dim: size of a region feature (2048 in the released data).
     """
 
     def __init__(

@@ -609,9 +609,12 @@ class WorldSplit:
         features: float32 `(N, R, D)` region features, or None before
             extraction.
 
+    The arguments are kept as attributes of the same names.
+
     Attributes:
-        The arguments, and `n_images`, `n_regions`, `feature_dim` (None
-        without features).
+        n_images: N.
+        n_regions: R.
+        feature_dim: D, or None without features.
     """
 
     def __init__(
@@ -689,8 +692,9 @@ def render_split(
         n_images: number of images.
         rng: a `np.random.Generator`, advanced by the call.
         n_regions: regions per image, at least `max_objects + 1`.
-        min_objects, max_objects: objects per image, drawn uniformly
-            between them (inclusive), at least 1 and at most 4.
+        min_objects: fewest objects per image, at least 1.
+        max_objects: most objects per image, at most 4. The number is
+            drawn uniformly between the two, both included.
         seen: a set of `scene_hash` values to avoid, updated in place: a
             scene already seen is drawn again.
 
@@ -763,7 +767,8 @@ def make_world(
         seed: integer seed.
         n_regions: regions per image: each object's box and distractors.
             At least `max_objects + 1`.
-        min_objects, max_objects: objects per image (1 to 4).
+        min_objects: fewest objects per image (at least 1).
+        max_objects: most objects per image (at most 4).
         extractor: a `RegionFeatureExtractor`; the shipped one if None.
 
     Returns:
