@@ -1,23 +1,38 @@
 #!/usr/bin/env bash
 # The test command: sets up .venv on first use (scripts/setup.sh), then runs
-# the whole suite once per Keras backend.
-#   bash scripts/test.sh                   # all three backends
-#   KERAS_BACKEND=jax bash scripts/test.sh # one backend
+# the whole suite once per Keras backend, and the tutorial notebooks under
+# nbval once, on the JAX backend (their stored outputs come from it).
+#   bash scripts/test.sh                   # all three backends + notebooks
+#   KERAS_BACKEND=jax bash scripts/test.sh # one backend (+ notebooks if jax)
 #   bash scripts/test.sh -k attention      # extra arguments go to pytest
+#   SCAN_KERAS_NOTEBOOKS=0 bash scripts/test.sh   # skip the notebooks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 venv=${SCAN_KERAS_VENV:-.venv}
+backends=${KERAS_BACKEND:-tensorflow jax torch}
 
 status=0
-for backend in ${KERAS_BACKEND:-tensorflow jax torch}; do
+check() {
+    # Exit code 5 means "no tests collected" (e.g. a -k that matches none).
+    local rc=$1
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then
+        status=$rc
+    fi
+}
+for backend in $backends; do
     echo "=== KERAS_BACKEND=$backend"
     rc=0
     KERAS_BACKEND=$backend TF_CPP_MIN_LOG_LEVEL=2 \
         "$venv/bin/python" -m pytest "$@" || rc=$?
-    # Exit code 5 means "no tests collected" (e.g. a -k that matches none).
-    if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then
-        status=$rc
-    fi
+    check "$rc"
 done
+if [[ " $backends " == *" jax "* ]] && [ "${SCAN_KERAS_NOTEBOOKS:-1}" != 0 ]; then
+    echo "=== notebooks (KERAS_BACKEND=jax)"
+    rc=0
+    KERAS_BACKEND=jax "$venv/bin/python" -m pytest --nbval --nbval-current-env \
+        --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider \
+        notebooks "$@" || rc=$?
+    check "$rc"
+fi
 exit "$status"
