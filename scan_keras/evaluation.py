@@ -20,7 +20,7 @@ scores everything alike thus gets the worst ranks, never perfect ones.
 import keras
 import numpy as np
 
-from scan_keras.jit import compiled, is_compiled, pad_rows
+from scan_keras.jit import compiled, finite_rows, pad_rows
 
 RECALL_KS = (1, 5, 10)
 PROTOCOLS = ("1k", "5fold1k", "5k")
@@ -315,20 +315,12 @@ def word_region_attention(model, features, token_ids, batch_size=32):
 
     key = ("word_region_attention", layer.lambda_softmax, layer.raw_feature_norm)
     attend = compiled(model, key, pair_attention)
-    fixed = batch_size if is_compiled(attend, pair_attention) else None
     out = []
     for start in range(0, len(token_ids), batch_size):
-        rows = slice(start, start + batch_size)
-        features_block = np.asarray(features[rows], "float32")
-        if not np.all(np.isfinite(features_block)):
-            raise ValueError(
-                f"`features` of pairs {start}-{start + len(features_block) - 1} "
-                "contain NaN or infinite values."
-            )
-        n = len(features_block)
-        attention = attend(
-            pad_rows(features_block, fixed), pad_rows(token_ids[rows], fixed)
-        )[:n]
+        block = finite_rows(features, start, start + batch_size, rows_are="pairs")
+        ids = token_ids[start : start + batch_size]
+        attention = attend(pad_rows(block, batch_size), pad_rows(ids, batch_size))
+        attention = attention[: len(block)]
         out.append(np.asarray(keras.ops.convert_to_numpy(attention), "float32"))
     return np.concatenate(out, axis=0)
 

@@ -13,6 +13,11 @@ import keras
 import numpy as np
 
 
+def compiles():
+    """Whether `compiled` compiles on this backend (JAX) or returns `fn`."""
+    return keras.backend.backend() == "jax"
+
+
 def compiled(model, name, fn):
     """`fn(*arrays)` compiled with `model`'s weights as inputs (JAX only).
 
@@ -25,7 +30,7 @@ def compiled(model, name, fn):
     Returns:
         A function with `fn`'s signature; `fn` itself on other backends.
     """
-    if keras.backend.backend() != "jax":
+    if not compiles():
         return fn
     cache = model.__dict__.get("_scan_keras_jit")
     if cache is None:
@@ -46,17 +51,27 @@ def compiled(model, name, fn):
     return lambda *args: jitted([v.value for v in variables], *args)
 
 
-def is_compiled(fn, original):
-    """Whether `compiled` returned something other than `original`."""
-    return fn is not original
+def pad_rows(x, rows):
+    """`x` padded to `rows` rows by repeating its first row, where compiled.
 
-
-def pad_rows(x, rows=None):
-    """`x` padded to `rows` rows by repeating its first row.
-
-    Keeps compiled input shapes fixed; callers cut the output back to
-    `len(x)`. With `rows=None` (eager backends), `x` itself.
+    Keeps the input shapes of `compiled` functions fixed; callers cut the
+    output back to `len(x)`. Eager backends get `x` itself.
     """
-    if rows is None or len(x) >= rows:
+    if not compiles() or len(x) >= rows:
         return x
     return np.concatenate([x, np.repeat(x[:1], rows - len(x), axis=0)], axis=0)
+
+
+def finite_rows(features, start, stop, rows_are="images"):
+    """Rows `start:stop` of `features` as float32, refusing NaN and inf.
+
+    Compiled code cannot stop on bad values, so blocks are checked as they
+    are read, before they reach it.
+    """
+    block = np.asarray(features[start:stop], "float32")
+    if not np.all(np.isfinite(block)):
+        raise ValueError(
+            f"`features` of {rows_are} {start}-{start + len(block) - 1} "
+            "contain NaN or infinite values."
+        )
+    return block

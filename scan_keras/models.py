@@ -25,7 +25,7 @@ from scan_keras.layers import (
     RegionEncoder,
     StackedCrossAttention,
 )
-from scan_keras.jit import compiled, is_compiled, pad_rows
+from scan_keras.jit import compiled, finite_rows, pad_rows
 from scan_keras.layers.validation import check_rank
 from scan_keras.losses import ContrastiveLoss
 
@@ -321,20 +321,13 @@ class SCAN(keras.Model):
         n_images = len(features)
         encode_images = compiled(self, "encode_images", self.encode_images)
         score = compiled(self, "score", self._score_captions)
-        # Compiled (JAX), each new input shape costs a compilation: blocks
-        # are padded to fixed sizes, so a test set compiles a handful.
-        fixed = is_compiled(score, self._score_captions)
+        # Compiled (JAX), each new input shape costs a compilation:
+        # pad_rows gives the blocks fixed sizes, so a test set compiles a
+        # handful.
         blocks = []
         for start in range(0, n_images, batch_size):
-            block = np.asarray(features[start : start + batch_size], "float32")
-            # Compiled code cannot stop on bad values: check them here.
-            if not np.all(np.isfinite(block)):
-                raise ValueError(
-                    f"`features` of images {start}-{start + len(block) - 1} "
-                    "contain NaN or infinite values."
-                )
-            rows = batch_size if fixed else None
-            blocks.append(encode_images(pad_rows(block, rows))[: len(block)])
+            block = finite_rows(features, start, start + batch_size)
+            blocks.append(encode_images(pad_rows(block, batch_size))[: len(block)])
         regions = ops.concatenate(blocks, axis=0)
 
         order = np.argsort(lengths, kind="stable")
@@ -350,7 +343,7 @@ class SCAN(keras.Model):
             # Sorted by length, a batch needs little padding; rounding its
             # width up to a multiple of 8 keeps the number of shapes small.
             width = min(token_ids.shape[1], -(-int(lengths[batch].max()) // 8) * 8)
-            ids = pad_rows(token_ids[batch, :width], caption_batch_size if fixed else None)
+            ids = pad_rows(token_ids[batch, :width], caption_batch_size)
             scores = score(regions, ids)[:, : len(batch)]
             sims[:, batch] = ops.convert_to_numpy(ops.cast(scores, "float32"))
             if progress is not None:
