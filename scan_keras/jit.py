@@ -1,4 +1,4 @@
-"""Whole functions of a model compiled at once, for evaluation on JAX.
+"""Whole functions of a model compiled at once, for evaluation.
 
 Eager JAX compiles every operation separately the first time it meets a
 shape: scoring a first validation set that way cost about 25 s. Compiling
@@ -6,7 +6,11 @@ the whole function with `jax.jit` costs one compilation per input shape,
 so callers also pad their blocks to a few fixed shapes (`pad_rows`).
 The model's weights are inputs of the compiled function, not constants
 baked into it: training between two calls needs no new compilation.
-Other backends run the function as it is.
+
+TensorFlow compiles with XLA (`tf.function(jit_compile=True)`): eagerly,
+the attention's elementwise tail is one pass over memory per operation,
+and all-pairs scoring took 1.4-1.6x the time of its one matrix product on
+a CPU; fused by XLA, 1.27x. PyTorch runs the function as it is (1.2x).
 """
 
 import keras
@@ -14,12 +18,12 @@ import numpy as np
 
 
 def compiles():
-    """Whether `compiled` compiles on this backend (JAX) or returns `fn`."""
-    return keras.backend.backend() == "jax"
+    """Whether `compiled` compiles on this backend (JAX, TensorFlow)."""
+    return keras.backend.backend() in ("jax", "tensorflow")
 
 
 def compiled(model, name, fn):
-    """`fn(*arrays)` compiled with `model`'s weights as inputs (JAX only).
+    """`fn(*arrays)` compiled, reading `model`'s current weights.
 
     Args:
         model: the Keras model or layer whose variables `fn` reads.
@@ -39,15 +43,25 @@ def compiled(model, name, fn):
         object.__setattr__(model, "_scan_keras_jit", cache)
     variables = list(model.variables)
     key = (name, tuple(id(v) for v in variables))
+    tensorflow = keras.backend.backend() == "tensorflow"
     if key not in cache:
-        import jax
+        if tensorflow:
+            import tensorflow as tf
 
-        def stateless(values, *args):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return fn(*args)
+            # A tf.function reads the variables themselves: nothing to pass.
+            cache[key] = tf.function(fn, jit_compile=True)
+        else:
+            import jax
 
-        cache[key] = jax.jit(stateless)
+            def stateless(values, *args):
+                mapping = list(zip(variables, values))
+                with keras.StatelessScope(state_mapping=mapping):
+                    return fn(*args)
+
+            cache[key] = jax.jit(stateless)
     jitted = cache[key]
+    if tensorflow:
+        return jitted
     return lambda *args: jitted([v.value for v in variables], *args)
 
 

@@ -202,6 +202,74 @@ def test_lse_is_stable_at_large_lambda(rng):
         np.testing.assert_allclose(sims, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+@pytest.mark.parametrize(
+    "raw_feature_norm,lambda_softmax,scale",
+    [
+        # Bounded norms up to lambda_1 = 20 skip the shift by the maximum;
+        # above it, and for the unbounded norms, the shift is needed.
+        ("clipped_l2norm", 20.0, 1.0),
+        ("clipped_l2norm", 80.0, 1.0),
+        ("l1norm", 60.0, 1.0),
+        ("no_norm", 9.0, 30.0),
+        ("clipped", 4.0, 30.0),
+    ],
+)
+def test_sharp_softmax_matches_reference(
+    rng, cross_attn, raw_feature_norm, lambda_softmax, scale
+):
+    images, captions, image_lengths, caption_lengths = random_batch(rng)
+    images, captions = scale * images, scale * captions
+    layer = StackedCrossAttention(
+        cross_attn, lambda_softmax, raw_feature_norm=raw_feature_norm
+    )
+    sims, attention = run_masked(
+        layer,
+        images,
+        captions,
+        image_lengths,
+        caption_lengths,
+        return_attention_scores=True,
+    )
+    expected = reference_sims(images, captions, image_lengths, caption_lengths, layer)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-5
+    )
+    # Each query's weights still sum to one over the valid keys.
+    attention = ops.convert_to_numpy(attention)
+    assert np.all(np.isfinite(attention))
+    totals = attention.sum(axis=-1)
+    valid = totals > 0
+    np.testing.assert_allclose(totals[valid], 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+def test_bfloat16_product_stays_close_to_float64(rng, cross_attn):
+    # Unit vectors with shared structure, as trained encoders produce: the
+    # benchmark's error bound for the bf16 option is checked here.
+    basis = rng.normal(size=(16, 128))
+    images = rng.normal(size=(6, 20, 16)) @ basis + rng.normal(size=(6, 20, 128))
+    captions = rng.normal(size=(9, 10, 16)) @ basis + rng.normal(size=(9, 10, 128))
+    images /= np.linalg.norm(images, axis=-1, keepdims=True)
+    captions /= np.linalg.norm(captions, axis=-1, keepdims=True)
+    images, captions = images.astype("float32"), captions.astype("float32")
+    lengths = (np.full(6, 20), rng.integers(4, 11, size=9))
+    layer = StackedCrossAttention(
+        cross_attn, LAMBDA_SOFTMAX[cross_attn], product_dtype="bfloat16"
+    )
+    sims = run_masked(layer, images, captions, *lengths)
+    assert keras.backend.standardize_dtype(sims.dtype) == "float32"
+    expected = reference_sims(images, captions, *lengths, layer)
+    error = np.max(np.abs(ops.convert_to_numpy(sims) - expected))
+    assert error / np.max(np.abs(expected)) <= 3e-3
+    # ... and bf16 really is used: float32 operands land much closer.
+    exact = StackedCrossAttention(cross_attn, LAMBDA_SOFTMAX[cross_attn])
+    exact_error = np.max(
+        np.abs(ops.convert_to_numpy(run_masked(exact, images, captions, *lengths)) - expected)
+    )
+    assert exact_error < error / 10
+
+
 def test_lse_lies_between_mean_and_max(rng):
     # lambda_2 moves LSE from near the mean (small) to the max (large).
     images, captions, _, _ = random_batch(rng)
@@ -378,6 +446,7 @@ def test_output_shape_without_calling():
         (dict(lambda_lse=-1.0), "lambda_lse"),
         (dict(eps=0.0), "eps"),
         (dict(chunk_size=0), "chunk_size"),
+        (dict(product_dtype="int8"), "product_dtype"),
     ],
 )
 def test_bad_options_raise(kwargs, message):

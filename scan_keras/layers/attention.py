@@ -24,9 +24,9 @@ import keras
 from keras import ops
 
 from scan_keras.layers.norms import (
+    LEAKY_SLOPE,
     RAW_FEATURE_NORMS,
     large_negative,
-    masked_softmax,
     normalize_raw_similarity,
     safe_norm,
 )
@@ -39,11 +39,79 @@ from scan_keras.layers.validation import (
 
 CROSS_ATTNS = ("t2i", "i2t")
 AGG_FUNCS = ("mean", "logsumexp", "max", "sum")
+PRODUCT_DTYPES = ("float32", "bfloat16", "float16")
 
-# Automatic chunking keeps each (images, captions, regions, words) tensor
-# under this many elements: about 128 MiB in float32, and a few such tensors
-# are alive at once.
-_AUTO_CHUNK_ELEMENTS = 2**25
+# Automatic chunking keeps each (images, regions, captions, words) tensor
+# under this many elements. On a GPU, 2**25 (128 MiB in float32, a few such
+# tensors alive at once) keeps the device busy. On a CPU the tail after the
+# product is bound by memory traffic: 2**21 (8 MiB) stays in the caches and
+# measured fastest (100 images x 500 captions: 1.0-1.2x the product alone,
+# against 1.5-2x unchunked).
+_AUTO_CHUNK_ELEMENTS = {"accelerator": 2**25, "cpu": 2**21}
+
+
+def _on_accelerator():
+    """Whether the backend computes on a GPU (or another accelerator)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU"))
+    return False
+
+# Normalisations that leave every similarity in [-1, 1]. With them and a
+# lambda_1 up to 20, exp(lambda_1 s) needs no shift by the maximum: e and
+# e^T G e stay far inside float32's range.
+_UNIT_BOUNDED_NORMS = (
+    "clipped_l2norm",
+    "l2norm",
+    "l1norm",
+    "clipped_l1norm",
+    "softmax",
+)
+_LAMBDA_WITHOUT_SHIFT = 20.0
+
+
+def _compiled_loop():
+    """Whether chunks run as one compiled loop body (`ops.map`): on JAX.
+
+    TensorFlow's `map_fn` costs milliseconds a step in eager mode and, under
+    XLA, measured slower than the unrolled loop; torch has no compiled map.
+    """
+    return keras.backend.backend() == "jax"
+
+
+def _rows(arrays, start, stop):
+    """Rows `start:stop` of each array of a tuple; None stays None."""
+    return tuple(None if x is None else x[start:stop] for x in arrays)
+
+
+def _region_word_scores(images, captions, product_dtype=None):
+    """s[i, r, c, w] = v_ir . e_cw in float32: the one d-sized product.
+
+    The operands are multiplied in `product_dtype` when given, else in
+    their own dtype. JAX returns 16-bit products straight from its float32
+    accumulator; other backends round them to 16 bits before the cast.
+    """
+    if product_dtype is not None:
+        images = ops.cast(images, product_dtype)
+        captions = ops.cast(captions, product_dtype)
+    dtype = keras.backend.standardize_dtype(images.dtype)
+    if dtype in ("float16", "bfloat16") and keras.backend.backend() == "jax":
+        import jax.numpy as jnp
+
+        return jnp.einsum(
+            "ird,cwd->ircw", images, captions, preferred_element_type="float32"
+        )
+    return ops.cast(ops.einsum("ird,cwd->ircw", images, captions), "float32")
 
 
 def pool(relevance, agg_func, lambda_lse=6.0, mask=None, axis=-1):
@@ -131,9 +199,17 @@ class StackedCrossAttention(keras.layers.Layer):
             `"clipped_l1norm"`, `"softmax"`, `"clipped"` or `"no_norm"`.
         eps: added to norms and used as the floor of cosine denominators.
         chunk_size: captions scored at once. `None` picks a size that keeps
-            each intermediate tensor near 2**25 elements. Chunking needs
+            each intermediate tensor near 2**25 elements on a GPU and 2**21
+            on a CPU (where it then stays in the caches). Chunking needs
             the numbers of images and captions to be known when the layer is
             called (always true in eager mode and under JAX).
+        product_dtype: dtype of the operands of the one product of all
+            regions with all words, the bulk of the arithmetic: `None` (the
+            layer's compute dtype), `"float32"`, `"bfloat16"` or
+            `"float16"`. 16-bit operands halve the product's memory traffic
+            and use faster matrix units; what follows the product stays in
+            float32 (see `benchmarks/similarity.py` for the speed and the
+            error).
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -176,6 +252,7 @@ class StackedCrossAttention(keras.layers.Layer):
         raw_feature_norm: str = "clipped_l2norm",
         eps: float = 1e-8,
         chunk_size: int | None = None,
+        product_dtype: str | None = None,
         **kwargs,
     ):
         check_choice("cross_attn", cross_attn, CROSS_ATTNS)
@@ -198,6 +275,8 @@ class StackedCrossAttention(keras.layers.Layer):
                 "Expected `chunk_size` to be a positive integer or None. "
                 f"Received: chunk_size={chunk_size!r}"
             )
+        if product_dtype is not None:
+            check_choice("product_dtype", product_dtype, PRODUCT_DTYPES)
         super().__init__(**kwargs)
         self.cross_attn = cross_attn
         self.lambda_softmax = float(lambda_softmax)
@@ -206,6 +285,7 @@ class StackedCrossAttention(keras.layers.Layer):
         self.raw_feature_norm = raw_feature_norm
         self.eps = float(eps)
         self.chunk_size = chunk_size
+        self.product_dtype = product_dtype
 
     def build(self, images_shape, captions_shape):
         self._check_shapes(images_shape, captions_shape)
@@ -222,12 +302,6 @@ class StackedCrossAttention(keras.layers.Layer):
                 f"captions.shape={tuple(captions_shape)}"
             )
 
-    def _math_dtype(self):
-        # Under mixed precision the product of all words with all regions
-        # runs in 16 bits; norms, softmax and pooling run in float32.
-        dtype = self.compute_dtype
-        return "float32" if dtype in ("float16", "bfloat16") else dtype
-
     def _chunk_length(self, images_shape, captions_shape):
         n_captions = captions_shape[0]
         if n_captions is None:
@@ -239,7 +313,8 @@ class StackedCrossAttention(keras.layers.Layer):
         if None in (n_images, n_regions, n_words):
             return None
         per_caption = max(1, n_images * n_regions * n_words)
-        return max(1, _AUTO_CHUNK_ELEMENTS // per_caption)
+        budget = _AUTO_CHUNK_ELEMENTS["accelerator" if _on_accelerator() else "cpu"]
+        return max(1, budget // per_caption)
 
     def call(
         self,
@@ -259,9 +334,12 @@ class StackedCrossAttention(keras.layers.Layer):
             check_mask(captions_mask, captions.shape, "captions_mask")
             captions_mask = ops.cast(captions_mask, "bool")
 
-        dtype = self._math_dtype()
+        if images_mask is not None:
+            # Padded regions become zero vectors: zero similarities, so
+            # they drop out of the norms of Eq. 5 (see `_score`).
+            images = images * ops.cast(images_mask, images.dtype)[..., None]
         # What depends on the images alone is computed once, not per chunk.
-        images_full = ops.cast(images, dtype)
+        images_full = ops.cast(images, "float32")
         if self.cross_attn == "t2i":
             image_side = ops.matmul(
                 images_full, ops.transpose(images_full, (0, 2, 1))
@@ -271,10 +349,13 @@ class StackedCrossAttention(keras.layers.Layer):
 
         def score_chunk(chunk):
             caps, caps_mask = chunk
-            scores, attention = self._score(
+            scores, (weights, total) = self._score(
                 images, caps, images_mask, caps_mask, image_side
             )
-            return (scores, attention) if return_attention_scores else scores
+            if not return_attention_scores:
+                return scores
+            attention = self._attention(weights, total, images_mask, caps_mask)
+            return scores, attention
 
         n_captions = captions.shape[0]
         chunk = self._chunk_length(images.shape, captions.shape)
@@ -290,112 +371,175 @@ class StackedCrossAttention(keras.layers.Layer):
         return outputs
 
     def _map_chunks(self, score_chunk, captions, captions_mask, chunk):
-        """Scores captions `chunk` at a time with one compiled body."""
-        n_captions, n_words, dim = captions.shape
-        n_chunks = -(-n_captions // chunk)
-        pad = n_chunks * chunk - n_captions
-        if captions_mask is None:
-            captions_mask = ops.ones((n_captions, n_words), dtype="bool")
-        # Padding captions are fully masked and sliced away at the end.
-        captions = ops.pad(captions, ((0, pad), (0, 0), (0, 0)))
-        captions_mask = ops.pad(captions_mask, ((0, pad), (0, 0)))
-        chunks = (
-            ops.reshape(captions, (n_chunks, chunk, n_words, dim)),
-            ops.reshape(captions_mask, (n_chunks, chunk, n_words)),
+        """Scores captions `chunk` at a time.
+
+        JAX compiles one body for the whole chunks and loops over it
+        (`ops.map`); the remaining captions are one more call, not a padded
+        chunk (padding measured 10% slower on CPU). Other backends loop in
+        Python (see `_compiled_loop`).
+        """
+        n_captions = captions.shape[0]
+        starts = range(0, n_captions, chunk)
+        if not _compiled_loop():
+            parts = [
+                score_chunk(_rows((captions, captions_mask), start, start + chunk))
+                for start in starts
+            ]
+        else:
+            n_whole = (n_captions // chunk) * chunk
+            whole = _rows((captions, captions_mask), 0, n_whole)
+            stacked = ops.map(
+                score_chunk,
+                tuple(
+                    None
+                    if x is None
+                    else ops.reshape(x, (-1, chunk) + tuple(x.shape[1:]))
+                    for x in whole
+                ),
+            )
+
+            def unchunk(x):
+                # (n_chunks, I, chunk, ...) -> (I, n_chunks * chunk, ...)
+                x = ops.moveaxis(x, 0, 1)
+                shape = tuple(x.shape)
+                return ops.reshape(x, (shape[0], n_whole) + shape[3:])
+
+            parts = [keras.tree.map_structure(unchunk, stacked)]
+            if n_whole < n_captions:
+                rest = _rows((captions, captions_mask), n_whole, n_captions)
+                parts.append(score_chunk(rest))
+        if len(parts) == 1:
+            return parts[0]
+        return keras.tree.map_structure(
+            lambda *xs: ops.concatenate(xs, axis=1), *parts
         )
-        stacked = ops.map(score_chunk, chunks)
-
-        def unchunk(x):
-            # (n_chunks, I, chunk, ...) -> (I, n_chunks * chunk, ...)
-            x = ops.moveaxis(x, 0, 1)
-            shape = ops.shape(x)
-            x = ops.reshape(x, (shape[0], n_chunks * chunk) + tuple(shape[3:]))
-            return x[:, :n_captions]
-
-        return keras.tree.map_structure(unchunk, stacked)
 
     def _score(self, images, captions, images_mask, captions_mask, image_side):
         """Scores all images against one chunk of captions.
 
-        `image_side` is the images' Gram matrix (t2i) or region norms (i2t).
+        `image_side` is the images' Gram matrix (t2i) or region norms (i2t);
+        padded regions of `images` are already zero.
         Returns the `(I, C)` scores and the attention weights.
+
+        Tensors are laid out `(I, R, C, W)`: the natural output of the one
+        product of all regions with all words, so no transpose of the large
+        tensor is ever made.
         """
-        dtype = self._math_dtype()
-        # Eq. 1 / 5 start from s[i, c, r, w] = v_ir . e_cw: the one large
-        # product, in the compute dtype.
-        s = ops.cast(ops.einsum("ird,cwd->icrw", images, captions), dtype)
-        captions = ops.cast(captions, dtype)
+        if captions_mask is not None:
+            # Zero features make zero similarities: padded words then drop
+            # out of the norms of Eq. 1 without masking the large tensor.
+            captions = captions * ops.cast(captions_mask, captions.dtype)[..., None]
+        s = _region_word_scores(images, captions, self.product_dtype)
+        captions = ops.cast(captions, "float32")
         region_mask = word_mask = None
         if images_mask is not None:
-            region_mask = images_mask[:, None, :, None]  # (I, 1, R, 1)
+            region_mask = images_mask[:, :, None, None]  # (I, R, 1, 1)
         if captions_mask is not None:
-            word_mask = captions_mask[None, :, None, :]  # (1, C, 1, W)
+            word_mask = captions_mask[None, None]  # (1, 1, C, W)
 
         if self.cross_attn == "t2i":
             # Normalise across the words for each region, then each word
-            # attends over the regions (softmax along r).
-            s_norm = normalize_raw_similarity(
-                s, self.raw_feature_norm, axis=-1, eps=self.eps, mask=word_mask
-            )
-            attention = masked_softmax(
-                self.lambda_softmax * s_norm, axis=-2, mask=region_mask
-            )
-            # e_w . a_w and ||a_w||^2 = alpha_w^T G alpha_w, both (I, C, W).
-            dot = ops.sum(attention * s, axis=-2)
-            # einsum, not a matmul with broadcast batch axes: TensorFlow's
-            # oneDNN batch matmul (2.21, CPU) corrupts memory on those.
-            g_alpha = ops.einsum("irs,icsw->icrw", image_side, attention)
-            attended_sq = ops.sum(attention * g_alpha, -2)
+            # attends over the regions (axis 1).
+            logits = self._logits(s, axis=-1, mask=word_mask)
+            weights, total = self._unnormalised_softmax(logits, 1, region_mask)
+            # With e the weights before their sum Z: alpha = e / Z, so
+            # e_w . a_w = (sum_r e s) / Z and ||a_w||^2 = e^T G e / Z^2.
+            dot = ops.sum(weights * s, axis=1)  # (I, C, W)
+            g_e = ops.einsum("irs,iscw->ircw", image_side, weights)
+            quad = ops.sum(weights * g_e, axis=1)
             query_norm = safe_norm(captions, axis=-1)[None]  # (1, C, W)
             pool_mask = None if captions_mask is None else captions_mask[None]
-            # Report each word's weights over the regions: (I, C, W, R).
-            attention = ops.swapaxes(attention, -1, -2)
+            pool_axis = -1
         else:
             # Normalise across the regions for each word, then each region
-            # attends over the words (softmax along w).
-            s_norm = normalize_raw_similarity(
-                s,
-                self.raw_feature_norm,
-                axis=-2,
-                eps=self.eps,
-                mask=region_mask,
-            )
-            attention = masked_softmax(
-                self.lambda_softmax * s_norm, axis=-1, mask=word_mask
-            )
-            dot = ops.sum(attention * s, axis=-1)
-            # The caption's Gram matrix E E^T, (C, W, W); symmetric, so
-            # alpha_r^T H alpha_r is sum_w alpha[r, w] (alpha H)[r, w].
+            # attends over the caption's words (axis 3).
+            logits = self._logits(s, axis=1, mask=region_mask)
+            weights, total = self._unnormalised_softmax(logits, -1, word_mask)
+            dot = ops.sum(weights * s, axis=-1)  # (I, R, C)
+            # H = E E^T, each caption's Gram matrix (C, W, W).
             gram = ops.matmul(captions, ops.swapaxes(captions, -1, -2))
-            alpha_h = ops.einsum("icrw,cwv->icrv", attention, gram)
-            attended_sq = ops.sum(attention * alpha_h, -1)
-            query_norm = image_side[:, None]  # (I, 1, R)
-            pool_mask = None if images_mask is None else images_mask[:, None]
+            e_h = ops.einsum("ircw,cwv->ircv", weights, gram)
+            quad = ops.sum(weights * e_h, axis=-1)
+            query_norm = image_side[:, :, None]  # (I, R, 1)
+            pool_mask = None if images_mask is None else images_mask[:, :, None]
+            pool_axis = 1
 
-        # Eq. 3 / 7: cosine(query, attended) = x.y / max(||x|| ||y||, eps).
-        attended_norm = ops.sqrt(ops.maximum(attended_sq, 1e-30))
-        relevance = dot / ops.maximum(query_norm * attended_norm, self.eps)
-        scores = pool(
-            relevance, self.agg_func, self.lambda_lse, mask=pool_mask, axis=-1
+        # Eq. 3 / 7, cos = x.y / max(||x|| ||y||, eps), with both sides
+        # multiplied by Z: (dot / Z) / max(|q| sqrt(quad) / Z, eps).
+        relevance = dot / ops.maximum(
+            query_norm * ops.sqrt(ops.maximum(quad, 1e-30)), self.eps * total
         )
-        attention = self._zero_padding(attention, images_mask, captions_mask)
-        return scores, attention
+        scores = pool(
+            relevance, self.agg_func, self.lambda_lse, mask=pool_mask, axis=pool_axis
+        )
+        return scores, (weights, total)
 
-    def _zero_padding(self, attention, images_mask, captions_mask):
-        """Zeros the weights that belong to padded regions or words."""
-        if self.cross_attn == "t2i":  # (I, C, W, R)
-            masks = (
-                None if images_mask is None else images_mask[:, None, None, :],
-                None if captions_mask is None else captions_mask[None, :, :, None],
+    def _logits(self, s, axis, mask):
+        """lambda_1 times the normalised similarities (Eq. 1 / 5).
+
+        Padded entries of `s` are zero, so they add nothing to an l1 or l2
+        norm; those norms fold lambda_1 into the small tensor of inverse
+        norms instead of scaling the large one.
+        """
+        kind = self.raw_feature_norm
+        if not kind.endswith(("l2norm", "l1norm")):
+            return self.lambda_softmax * normalize_raw_similarity(
+                s, kind, axis=axis, eps=self.eps, mask=mask
             )
-        else:  # (I, C, R, W)
-            masks = (
-                None if images_mask is None else images_mask[:, None, :, None],
-                None if captions_mask is None else captions_mask[None, :, None, :],
-            )
-        for mask in masks:
+        if kind.startswith("clipped"):
+            s = ops.leaky_relu(s, negative_slope=LEAKY_SLOPE)
+        if kind.endswith("l2norm"):
+            norm = safe_norm(s, axis=axis, keepdims=True)
+        else:
+            norm = ops.sum(ops.abs(s), axis=axis, keepdims=True)
+        return s * (self.lambda_softmax / (norm + self.eps))
+
+    def _unnormalised_softmax(self, logits, axis, mask):
+        """exp(logits) along `axis`, zero where masked, and its sum.
+
+        The division by the sum is left to the caller, which applies it to
+        the (I, C, W) or (I, R, C) results rather than to the large tensor.
+        """
+        if self._bounded_logits():
+            # |logits| <= lambda_1 <= 20: exp cannot overflow, and the
+            # usual subtraction of the maximum (a reduction and a pass over
+            # the large tensor) changes nothing.
+            weights = ops.exp(logits)
             if mask is not None:
-                attention = attention * ops.cast(mask, attention.dtype)
+                weights = weights * ops.cast(mask, weights.dtype)
+        else:
+            if mask is not None:
+                # Masked before the shift: exp(0 - max) could overflow.
+                logits = ops.where(mask, logits, large_negative(logits.dtype))
+            top = ops.max(logits, axis=axis, keepdims=True)
+            weights = ops.exp(logits - ops.stop_gradient(top))
+        total = ops.maximum(ops.sum(weights, axis=axis), 1e-30)
+        return weights, total
+
+    def _bounded_logits(self):
+        # These norms put every normalised similarity in [-1, 1].
+        bounded = self.raw_feature_norm in _UNIT_BOUNDED_NORMS
+        return bounded and self.lambda_softmax <= _LAMBDA_WITHOUT_SHIFT
+
+    def _attention(self, weights, total, images_mask, captions_mask):
+        """The attention weights as reported: normalised, zero at padding.
+
+        `(I, C, W, R)` for t2i and `(I, C, R, W)` for i2t.
+        """
+        if self.cross_attn == "t2i":
+            attention = weights / total[:, None]  # (I, R, C, W)
+            attention = ops.transpose(attention, (0, 2, 3, 1))
+            if captions_mask is not None:
+                attention = attention * ops.cast(
+                    captions_mask, attention.dtype
+                )[None, :, :, None]
+        else:
+            attention = weights / total[..., None]  # (I, R, C, W)
+            attention = ops.transpose(attention, (0, 2, 1, 3))
+            if images_mask is not None:
+                attention = attention * ops.cast(
+                    images_mask, attention.dtype
+                )[:, None, :, None]
         return attention
 
     def compute_mask(self, inputs, previous_mask=None):
@@ -437,6 +581,7 @@ class StackedCrossAttention(keras.layers.Layer):
                 "raw_feature_norm": self.raw_feature_norm,
                 "eps": self.eps,
                 "chunk_size": self.chunk_size,
+                "product_dtype": self.product_dtype,
             }
         )
         return config

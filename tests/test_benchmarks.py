@@ -1,0 +1,64 @@
+"""The benchmark's literal implementation, and the script run end to end."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "similarity.py")
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("similarity_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("cross_attn", ["t2i", "i2t"])
+def test_literal_version_is_the_papers_equations(rng, cross_attn):
+    bench = load_benchmark()
+    images = bench.random_embeddings(rng, 3, 7, 16, rank=4)
+    captions = bench.random_embeddings(rng, 4, 5, 16, rank=4)
+    lengths = (np.full(3, 7), np.full(4, 5))
+    expected = reference.similarity_matrix(
+        images, captions, *lengths, cross_attn=cross_attn, lambda_softmax=9.0,
+        agg_func="mean", lambda_lse=6.0, raw_norm="clipped_l2norm", eps=1e-8,
+    )
+    in_numpy = bench.literal_similarity(np, images.astype(np.float64),
+                                        captions.astype(np.float64), cross_attn, 9.0)
+    np.testing.assert_allclose(in_numpy, expected, rtol=1e-12)
+    in_keras = bench.literal_similarity(ops, ops.convert_to_tensor(images),
+                                        ops.convert_to_tensor(captions), cross_attn, 9.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(in_keras), expected, rtol=1e-5)
+
+
+def test_script_prints_the_table():
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
+    result = subprocess.run(
+        [sys.executable, SCRIPT, "--sizes", "tiny", "--dim", "32", "--repeats", "1"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout[result.stdout.index("| size |"):].splitlines()
+    rows = [line.split("|")[1:-1] for line in table[2:]]
+    methods = [(row[2].strip(), row[3].strip()) for row in rows]
+    assert methods == [
+        (attn, method)
+        for attn in ("t2i", "i2t")
+        for method in ("floor", "literal", "scan", "scan-bf16")
+    ]
+    errors = {(row[2].strip(), row[3].strip()): row[7].strip() for row in rows}
+    for attn in ("t2i", "i2t"):
+        # float32 methods agree with float64 closely; bf16 within its bound.
+        assert float(errors[attn, "scan"]) < 1e-5
+        assert float(errors[attn, "literal"]) < 1e-5
+        assert float(errors[attn, "scan-bf16"]) <= 3e-3
