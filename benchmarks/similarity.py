@@ -394,6 +394,8 @@ def main():
                         help="skip the literal version above this many pairs")
     parser.add_argument("--evaluate", action="store_true",
                         help="also time the whole evaluation of a model")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="time the evaluation alone (no matrix rows)")
     parser.add_argument("--tmp-dir", default=None)
     parser.add_argument("--eager", action="store_true",
                         help="TensorFlow: do not compile with XLA")
@@ -404,8 +406,9 @@ def main():
     rows = []
     for size in args.sizes:
         n_images, n_captions = SIZES[size]
-        bench_matrix(size, n_images, n_captions, args, rows)
-        if args.evaluate:
+        if not args.evaluate_only:
+            bench_matrix(size, n_images, n_captions, args, rows)
+        if args.evaluate or args.evaluate_only:
             bench_evaluation(size, n_images, args, rows)
     print_table(rows, args)
 

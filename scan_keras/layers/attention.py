@@ -44,10 +44,13 @@ PRODUCT_DTYPES = ("float32", "bfloat16", "float16")
 # Automatic chunking keeps each (images, regions, captions, words) tensor
 # under this many elements. On a GPU, 2**25 (128 MiB in float32, a few such
 # tensors alive at once) keeps the device busy. On a CPU the tail after the
-# product is bound by memory traffic: 2**21 (8 MiB) stays in the caches and
-# measured fastest (100 images x 500 captions: 1.0-1.2x the product alone,
-# against 1.5-2x unchunked).
+# product is bound by memory traffic: 2**21 (8 MiB) stays in the caches
+# (JAX, 100 images x 500 captions: 1.1-1.5x the time of the product alone,
+# against 2.0-2.3x unchunked; docs/performance.md).
 _AUTO_CHUNK_ELEMENTS = {"accelerator": 2**25, "cpu": 2**21}
+# ... but never fewer captions than this in a chunk: the product's width is
+# chunk x words, and a thin product wastes most of the arithmetic units.
+_MIN_AUTO_CHUNK = 16
 
 
 def _on_accelerator():
@@ -66,6 +69,7 @@ def _on_accelerator():
 
         return bool(tf.config.list_logical_devices("GPU"))
     return False
+
 
 # Normalisations that leave every similarity in [-1, 1]. With them and a
 # lambda_1 up to 20, exp(lambda_1 s) needs no shift by the maximum: e and
@@ -200,7 +204,8 @@ class StackedCrossAttention(keras.layers.Layer):
         eps: added to norms and used as the floor of cosine denominators.
         chunk_size: captions scored at once. `None` picks a size that keeps
             each intermediate tensor near 2**25 elements on a GPU and 2**21
-            on a CPU (where it then stays in the caches). Chunking needs
+            on a CPU (where it then stays in the caches), with at least 16
+            captions a chunk. Chunking needs
             the numbers of images and captions to be known when the layer is
             called (always true in eager mode and under JAX).
         product_dtype: dtype of the operands of the one product of all
@@ -314,7 +319,8 @@ class StackedCrossAttention(keras.layers.Layer):
             return None
         per_caption = max(1, n_images * n_regions * n_words)
         budget = _AUTO_CHUNK_ELEMENTS["accelerator" if _on_accelerator() else "cpu"]
-        return max(1, budget // per_caption)
+        # A 5K test set scored one caption at a time ran for minutes.
+        return max(_MIN_AUTO_CHUNK, budget // per_caption)
 
     def call(
         self,
