@@ -104,7 +104,10 @@ def backend():
 
 
 def sync(x):
-    """Waits for `x` to be computed, without copying it to the host."""
+    """Waits for `x` to be computed, without copying it to the host.
+
+    Eager TensorFlow and PyTorch on a CPU return computed tensors.
+    """
     if backend() == "jax":
         import jax
 
@@ -114,10 +117,6 @@ def sync(x):
 
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        return x
-    if backend() == "tensorflow":
-        # Eager TensorFlow returns computed tensors.
-        return x
     return x
 
 
