@@ -41,6 +41,7 @@ import numpy as np
 SIZES = {
     "tiny": (20, 100),
     "cpu": (100, 500),
+    "cpu-1k": (1000, 500),  # the 1K test images, a tenth of its captions
     "1k": (1000, 5000),
     "5k": (5000, 25000),
 }

@@ -88,6 +88,10 @@ class SCAN(keras.Model):
         margin: margin of the hinge loss.
         max_violation: hardest negatives only (VSE++), as every SCAN
             result uses.
+        product_dtype: operand dtype of the attention's one large product
+            (`None`, `"float32"`, `"bfloat16"` or `"float16"`), see
+            `StackedCrossAttention`. `"bfloat16"` speeds up `similarity`
+            on whole test sets at about 1e-3 relative error.
         **kwargs: `keras.Model` keyword arguments, such as `name`.
 
     Call arguments:
@@ -133,6 +137,7 @@ class SCAN(keras.Model):
         raw_feature_norm: str = "clipped_l2norm",
         margin: float = 0.2,
         max_violation: bool = True,
+        product_dtype: str | None = None,
         **kwargs,
     ):
         vocabulary = _as_vocabulary(vocabulary)
@@ -175,6 +180,7 @@ class SCAN(keras.Model):
             agg_func=agg_func,
             lambda_lse=lambda_lse,
             raw_feature_norm=raw_feature_norm,
+            product_dtype=product_dtype,
         )
         self.contrastive_loss = ContrastiveLoss(
             margin=margin, max_violation=max_violation
@@ -196,6 +202,7 @@ class SCAN(keras.Model):
                 "agg_func",
                 "lambda_lse",
                 "raw_feature_norm",
+                "product_dtype",
             )
         }
 

@@ -186,6 +186,46 @@ def test_chunks_give_the_same_matrix(rng, cross_attn):
     )
 
 
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+def test_automatic_tiles_match_reference(rng, cross_attn, monkeypatch):
+    # A budget this small forces tiles of images as well as of captions,
+    # with remainders on both axes: 7 images in tiles of 4 (balanced from
+    # 5) and 9 captions in chunks of 5.
+    from scan_keras.layers import attention as module
+
+    monkeypatch.setattr(module, "_AUTO_CHUNK_ELEMENTS", {"accelerator": 600, "cpu": 600})
+    monkeypatch.setattr(module, "_MIN_AUTO_CHUNK", 4)
+    monkeypatch.setattr(module, "_TILED_CHUNK", 5)
+    images, captions, image_lengths, caption_lengths = random_batch(
+        rng, n_images=7, n_regions=5, n_captions=9, n_words=6
+    )
+    layer = StackedCrossAttention(cross_attn, lambda_softmax=LAMBDA_SOFTMAX[cross_attn])
+    assert layer._tiles(images.shape, captions.shape) == (4, 5)
+    sims, attention = run_masked(
+        layer, images, captions, image_lengths, caption_lengths,
+        return_attention_scores=True,
+    )
+    expected = reference_sims(images, captions, image_lengths, caption_lengths, layer)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6
+    )
+    # An explicit chunk_size covering all captions turns tiling off.
+    whole = StackedCrossAttention(
+        cross_attn, lambda_softmax=LAMBDA_SOFTMAX[cross_attn], chunk_size=9
+    )
+    assert whole._tiles(images.shape, captions.shape) == (None, 9)
+    _, attention_whole = run_masked(
+        whole, images, captions, image_lengths, caption_lengths,
+        return_attention_scores=True,
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(attention),
+        ops.convert_to_numpy(attention_whole),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+
+
 def test_lse_is_stable_at_large_lambda(rng):
     images, captions, image_lengths, caption_lengths = random_batch(rng)
     for cross_attn in CROSS_ATTNS:

@@ -86,6 +86,20 @@ def test_similarity_matches_reference(rng, options):
     np.testing.assert_allclose(chunked, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_bfloat16_product_reaches_the_attention(rng):
+    model = small_scan(embed_size=32, product_dtype="bfloat16")
+    randomise(model, rng)
+    assert model.attention.product_dtype == "bfloat16"
+    assert SCAN.from_config(model.get_config()).attention.product_dtype == "bfloat16"
+    features = rng.normal(size=(4, N_REGIONS, IMG_DIM)).astype("float32")
+    expected = reference_similarity(model, features, TOKENS)
+    sims = model.similarity(features, TOKENS, verbose=0)
+    error = np.abs(sims - expected).max() / np.abs(expected).max()
+    # Rounded operands: not float32-exact, but close (the 3e-3 bound at
+    # d = 1024 is tests/test_attention.py's; d = 32 averages less).
+    assert 1e-6 < error < 1e-2, error
+
+
 def test_loss_is_the_hinge_loss_of_the_batch(rng):
     model = small_scan(margin=0.3)
     randomise(model, rng)

@@ -44,13 +44,19 @@ PRODUCT_DTYPES = ("float32", "bfloat16", "float16")
 # Automatic chunking keeps each (images, regions, captions, words) tensor
 # under this many elements. On a GPU, 2**25 (128 MiB in float32, a few such
 # tensors alive at once) keeps the device busy. On a CPU the tail after the
-# product is bound by memory traffic: 2**21 (8 MiB) stays in the caches
-# (JAX, 100 images x 500 captions: 1.1-1.5x the time of the product alone,
-# against 2.0-2.3x unchunked; docs/performance.md).
-_AUTO_CHUNK_ELEMENTS = {"accelerator": 2**25, "cpu": 2**21}
+# product is bound by memory traffic: 2**20 (4 MiB) stays in the caches
+# (2 cores, 100 images x 500 captions: 1.2-1.4x the time of the product
+# alone, against 2.0-2.3x unchunked; docs/performance.md).
+_AUTO_CHUNK_ELEMENTS = {"accelerator": 2**25, "cpu": 2**20}
 # ... but never fewer captions than this in a chunk: the product's width is
 # chunk x words, and a thin product wastes most of the arithmetic units.
 _MIN_AUTO_CHUNK = 16
+# When even that many captions against all images exceed the budget (1000
+# images on a CPU), the images are tiled too, with this many captions a
+# chunk: 1000 images x 480 captions (t2i, JAX) ran at 1.03x the product's
+# time in tiles of 72 images x 32 captions, 1.1x for 50 x 48 or 100 x 24,
+# and 1.5x untiled (1000 x 16).
+_TILED_CHUNK = 32
 
 
 def _on_accelerator():
@@ -98,24 +104,78 @@ def _rows(arrays, start, stop):
     return tuple(None if x is None else x[start:stop] for x in arrays)
 
 
-def _region_word_scores(images, captions, product_dtype=None):
-    """s[i, r, c, w] = v_ir . e_cw in float32: the one d-sized product.
+def _balanced(n, block):
+    """The smallest block that splits n rows into as many blocks as `block`.
 
-    The operands are multiplied in `product_dtype` when given, else in
+    1000 images in blocks of at most 101 become 10 blocks of 100, not 9 of
+    101 and a remainder of 91 (one more shape to compile).
+    """
+    n_blocks = -(-n // block)
+    return -(-n // n_blocks)
+
+
+def _map_rows(fn, arrays, block, axis):
+    """Applies `fn` to `block` rows at a time of a tuple of arrays.
+
+    `fn` returns a tensor, or a tuple of tensors, whose `axis` runs over
+    the rows it was given; the results are joined along that axis. On JAX
+    one body is compiled for the whole blocks and looped over (`ops.map`);
+    the remaining rows are one more call, not a padded block (padding
+    measured 10% slower on CPU). Other backends loop in Python (see
+    `_compiled_loop`).
+    """
+    n = next(x for x in arrays if x is not None).shape[0]
+    if not _compiled_loop():
+        parts = [fn(_rows(arrays, start, start + block)) for start in range(0, n, block)]
+    else:
+        n_whole = (n // block) * block
+        stacked = ops.map(
+            fn,
+            tuple(
+                None if x is None else ops.reshape(x, (-1, block) + tuple(x.shape[1:]))
+                for x in _rows(arrays, 0, n_whole)
+            ),
+        )
+
+        def unblock(x):
+            # (n_blocks, ..., block, ...) -> (..., n_blocks * block, ...)
+            x = ops.moveaxis(x, 0, axis)
+            shape = tuple(x.shape)
+            return ops.reshape(x, shape[:axis] + (n_whole,) + shape[axis + 2 :])
+
+        parts = [keras.tree.map_structure(unblock, stacked)]
+        if n_whole < n:
+            parts.append(fn(_rows(arrays, n_whole, n)))
+    if len(parts) == 1:
+        return parts[0]
+    return keras.tree.map_structure(
+        lambda *xs: ops.concatenate(xs, axis=axis), *parts
+    )
+
+
+def _region_word_scores(images, captions, layout, product_dtype=None):
+    """s = v_ir . e_cw in float32: the one d-sized product.
+
+    `layout` is `"ircw"`, with `images` of shape `(I, R, d)`, or `"cwir"`,
+    with `images` transposed to `(d, I, R)`: the natural output of one
+    matrix product each way, so neither transposes the result. (XLA on a
+    CPU transposes a `(I, R, d)` right operand at every call; transposed
+    once per image tile, it is not copied per chunk of captions.) The operands are multiplied in `product_dtype` when given, else in
     their own dtype. JAX returns 16-bit products straight from its float32
     accumulator; other backends round them to 16 bits before the cast.
     """
     if product_dtype is not None:
         images = ops.cast(images, product_dtype)
         captions = ops.cast(captions, product_dtype)
+    operands = (images, captions) if layout == "ircw" else (captions, images)
+    inputs = "ird,cwd" if layout == "ircw" else "cwd,dir"
+    equation = f"{inputs}->{layout}"
     dtype = keras.backend.standardize_dtype(images.dtype)
     if dtype in ("float16", "bfloat16") and keras.backend.backend() == "jax":
         import jax.numpy as jnp
 
-        return jnp.einsum(
-            "ird,cwd->ircw", images, captions, preferred_element_type="float32"
-        )
-    return ops.cast(ops.einsum("ird,cwd->ircw", images, captions), "float32")
+        return jnp.einsum(equation, *operands, preferred_element_type="float32")
+    return ops.cast(ops.einsum(equation, *operands), "float32")
 
 
 def pool(relevance, agg_func, lambda_lse=6.0, mask=None, axis=-1):
@@ -202,12 +262,13 @@ class StackedCrossAttention(keras.layers.Layer):
             `"clipped_l2norm"` (the paper's), `"l2norm"`, `"l1norm"`,
             `"clipped_l1norm"`, `"softmax"`, `"clipped"` or `"no_norm"`.
         eps: added to norms and used as the floor of cosine denominators.
-        chunk_size: captions scored at once. `None` picks a size that keeps
-            each intermediate tensor near 2**25 elements on a GPU and 2**21
-            on a CPU (where it then stays in the caches), with at least 16
-            captions a chunk. Chunking needs
-            the numbers of images and captions to be known when the layer is
-            called (always true in eager mode and under JAX).
+        chunk_size: captions scored at once, against all images. `None`
+            picks the tiles itself: each intermediate tensor stays near
+            2**25 elements on a GPU and 2**20 on a CPU (where it then stays
+            in the caches), with at least 16 captions a chunk, and the
+            images are tiled as well when that is still too large. Chunking
+            needs the numbers of images and captions to be known when the
+            layer is called (always true in eager mode and under JAX).
         product_dtype: dtype of the operands of the one product of all
             regions with all words, the bulk of the arithmetic: `None` (the
             layer's compute dtype), `"float32"`, `"bfloat16"` or
@@ -307,20 +368,29 @@ class StackedCrossAttention(keras.layers.Layer):
                 f"captions.shape={tuple(captions_shape)}"
             )
 
-    def _chunk_length(self, images_shape, captions_shape):
-        n_captions = captions_shape[0]
-        if n_captions is None:
-            return None
-        if self.chunk_size is not None:
-            return self.chunk_size
+    def _tiles(self, images_shape, captions_shape):
+        """Images and captions scored at once: `(image_block, chunk)`.
+
+        None means all of them (or sizes unknown when tracing).
+        """
         n_images, n_regions = images_shape[0], images_shape[1]
-        n_words = captions_shape[1]
+        n_captions, n_words = captions_shape[0], captions_shape[1]
+        if n_captions is None:
+            return None, None
+        if self.chunk_size is not None:
+            return None, self.chunk_size
         if None in (n_images, n_regions, n_words):
-            return None
-        per_caption = max(1, n_images * n_regions * n_words)
+            return None, None
         budget = _AUTO_CHUNK_ELEMENTS["accelerator" if _on_accelerator() else "cpu"]
-        # A 5K test set scored one caption at a time ran for minutes.
-        return max(_MIN_AUTO_CHUNK, budget // per_caption)
+        per_caption = max(1, n_images * n_regions * n_words)
+        if _MIN_AUTO_CHUNK * per_caption <= budget:
+            chunk = _balanced(n_captions, budget // per_caption)
+            return None, chunk
+        # A 5K test set scored one caption at a time ran for minutes: tile
+        # the images instead of thinning the product.
+        chunk = _balanced(n_captions, min(n_captions, _TILED_CHUNK))
+        image_block = max(1, budget // (n_regions * n_words * chunk))
+        return _balanced(n_images, image_block), chunk
 
     def call(
         self,
@@ -353,97 +423,60 @@ class StackedCrossAttention(keras.layers.Layer):
         else:
             image_side = safe_norm(images_full, axis=-1)
 
-        def score_chunk(chunk):
-            caps, caps_mask = chunk
-            scores, (weights, total) = self._score(
-                images, caps, images_mask, caps_mask, image_side
-            )
-            if not return_attention_scores:
-                return scores
-            attention = self._attention(weights, total, images_mask, caps_mask)
-            return scores, attention
+        image_block, chunk = self._tiles(images.shape, captions.shape)
 
-        n_captions = captions.shape[0]
-        chunk = self._chunk_length(images.shape, captions.shape)
-        if chunk is None or chunk >= n_captions:
-            outputs = score_chunk((captions, captions_mask))
+        def score_images(image_tile):
+            images, images_mask, image_side = image_tile
+            if self.cross_attn == "i2t":
+                # The product's right operand, transposed once per tile.
+                images = ops.transpose(images, (2, 0, 1))
+
+            def score_chunk(caption_tile):
+                caps, caps_mask = caption_tile
+                scores, (weights, total) = self._score(
+                    images, caps, images_mask, caps_mask, image_side
+                )
+                if not return_attention_scores:
+                    return scores
+                attention = self._attention(weights, total, images_mask, caps_mask)
+                return scores, attention
+
+            if chunk is None or chunk >= captions.shape[0]:
+                return score_chunk((captions, captions_mask))
+            return _map_rows(score_chunk, (captions, captions_mask), chunk, axis=1)
+
+        image_tile = (images, images_mask, image_side)
+        if image_block is None or image_block >= images.shape[0]:
+            outputs = score_images(image_tile)
         else:
-            outputs = self._map_chunks(
-                score_chunk, captions, captions_mask, chunk
-            )
+            outputs = _map_rows(score_images, image_tile, image_block, axis=0)
         outputs = keras.tree.map_structure(
             lambda x: ops.cast(x, self.compute_dtype), outputs
         )
         return outputs
 
-    def _map_chunks(self, score_chunk, captions, captions_mask, chunk):
-        """Scores captions `chunk` at a time.
-
-        JAX compiles one body for the whole chunks and loops over it
-        (`ops.map`); the remaining captions are one more call, not a padded
-        chunk (padding measured 10% slower on CPU). Other backends loop in
-        Python (see `_compiled_loop`).
-        """
-        n_captions = captions.shape[0]
-        starts = range(0, n_captions, chunk)
-        if not _compiled_loop():
-            parts = [
-                score_chunk(_rows((captions, captions_mask), start, start + chunk))
-                for start in starts
-            ]
-        else:
-            n_whole = (n_captions // chunk) * chunk
-            whole = _rows((captions, captions_mask), 0, n_whole)
-            stacked = ops.map(
-                score_chunk,
-                tuple(
-                    None
-                    if x is None
-                    else ops.reshape(x, (-1, chunk) + tuple(x.shape[1:]))
-                    for x in whole
-                ),
-            )
-
-            def unchunk(x):
-                # (n_chunks, I, chunk, ...) -> (I, n_chunks * chunk, ...)
-                x = ops.moveaxis(x, 0, 1)
-                shape = tuple(x.shape)
-                return ops.reshape(x, (shape[0], n_whole) + shape[3:])
-
-            parts = [keras.tree.map_structure(unchunk, stacked)]
-            if n_whole < n_captions:
-                rest = _rows((captions, captions_mask), n_whole, n_captions)
-                parts.append(score_chunk(rest))
-        if len(parts) == 1:
-            return parts[0]
-        return keras.tree.map_structure(
-            lambda *xs: ops.concatenate(xs, axis=1), *parts
-        )
-
     def _score(self, images, captions, images_mask, captions_mask, image_side):
         """Scores all images against one chunk of captions.
 
-        `image_side` is the images' Gram matrix (t2i) or region norms (i2t);
-        padded regions of `images` are already zero.
+        `images` is `(I, R, d)` for t2i and `(d, I, R)` for i2t (see
+        `_region_word_scores`); its padded regions are already zero.
+        `image_side` is the images' Gram matrix (t2i) or region norms (i2t).
         Returns the `(I, C)` scores and the attention weights.
 
-        Tensors are laid out `(I, R, C, W)`: the natural output of the one
-        product of all regions with all words, so no transpose of the large
-        tensor is ever made.
+        The large tensors are laid out `(I, R, C, W)` for t2i and
+        `(C, W, I, R)` for i2t: both are the natural output of the one
+        product, and in each the second small matrix product (the Gram
+        matrix of the images for t2i, of the captions for i2t) batches over
+        the leading axis, so the large tensor is never transposed.
         """
         if captions_mask is not None:
             # Zero features make zero similarities: padded words then drop
             # out of the norms of Eq. 1 without masking the large tensor.
             captions = captions * ops.cast(captions_mask, captions.dtype)[..., None]
-        s = _region_word_scores(images, captions, self.product_dtype)
-        captions = ops.cast(captions, "float32")
-        region_mask = word_mask = None
-        if images_mask is not None:
-            region_mask = images_mask[:, :, None, None]  # (I, R, 1, 1)
-        if captions_mask is not None:
-            word_mask = captions_mask[None, None]  # (1, 1, C, W)
-
         if self.cross_attn == "t2i":
+            s = _region_word_scores(images, captions, "ircw", self.product_dtype)
+            region_mask = None if images_mask is None else images_mask[:, :, None, None]
+            word_mask = None if captions_mask is None else captions_mask[None, None]
             # Normalise across the words for each region, then each word
             # attends over the regions (axis 1).
             logits = self._logits(s, axis=-1, mask=word_mask)
@@ -453,31 +486,34 @@ class StackedCrossAttention(keras.layers.Layer):
             dot = ops.sum(weights * s, axis=1)  # (I, C, W)
             g_e = ops.einsum("irs,iscw->ircw", image_side, weights)
             quad = ops.sum(weights * g_e, axis=1)
-            query_norm = safe_norm(captions, axis=-1)[None]  # (1, C, W)
+            query_norm = safe_norm(ops.cast(captions, "float32"), axis=-1)[None]
             pool_mask = None if captions_mask is None else captions_mask[None]
-            pool_axis = -1
         else:
+            s = _region_word_scores(images, captions, "cwir", self.product_dtype)
+            region_mask = None if images_mask is None else images_mask[None, None]
+            word_mask = None if captions_mask is None else captions_mask[:, :, None, None]
             # Normalise across the regions for each word, then each region
-            # attends over the caption's words (axis 3).
-            logits = self._logits(s, axis=1, mask=region_mask)
-            weights, total = self._unnormalised_softmax(logits, -1, word_mask)
-            dot = ops.sum(weights * s, axis=-1)  # (I, R, C)
+            # attends over the caption's words (axis 1).
+            logits = self._logits(s, axis=-1, mask=region_mask)
+            weights, total = self._unnormalised_softmax(logits, 1, word_mask)
+            dot = ops.sum(weights * s, axis=1)  # (C, I, R)
             # H = E E^T, each caption's Gram matrix (C, W, W).
+            captions = ops.cast(captions, "float32")
             gram = ops.matmul(captions, ops.swapaxes(captions, -1, -2))
-            e_h = ops.einsum("ircw,cwv->ircv", weights, gram)
-            quad = ops.sum(weights * e_h, axis=-1)
-            query_norm = image_side[:, :, None]  # (I, R, 1)
-            pool_mask = None if images_mask is None else images_mask[:, :, None]
-            pool_axis = 1
+            h_e = ops.einsum("cvw,cwir->cvir", gram, weights)
+            quad = ops.sum(weights * h_e, axis=1)
+            query_norm = image_side[None]  # (1, I, R)
+            pool_mask = None if images_mask is None else images_mask[None]
 
         # Eq. 3 / 7, cos = x.y / max(||x|| ||y||, eps), with both sides
         # multiplied by Z: (dot / Z) / max(|q| sqrt(quad) / Z, eps).
         relevance = dot / ops.maximum(
             query_norm * ops.sqrt(ops.maximum(quad, 1e-30)), self.eps * total
         )
-        scores = pool(
-            relevance, self.agg_func, self.lambda_lse, mask=pool_mask, axis=pool_axis
-        )
+        # Pooled over the words (t2i) or regions (i2t), the last axis.
+        scores = pool(relevance, self.agg_func, self.lambda_lse, mask=pool_mask)
+        if self.cross_attn == "i2t":
+            scores = ops.transpose(scores)  # (C, I) -> (I, C)
         return scores, (weights, total)
 
     def _logits(self, s, axis, mask):
@@ -532,16 +568,15 @@ class StackedCrossAttention(keras.layers.Layer):
 
         `(I, C, W, R)` for t2i and `(I, C, R, W)` for i2t.
         """
+        attention = weights / total[:, None]
         if self.cross_attn == "t2i":
-            attention = weights / total[:, None]  # (I, R, C, W)
-            attention = ops.transpose(attention, (0, 2, 3, 1))
+            attention = ops.transpose(attention, (0, 2, 3, 1))  # from (I, R, C, W)
             if captions_mask is not None:
                 attention = attention * ops.cast(
                     captions_mask, attention.dtype
                 )[None, :, :, None]
         else:
-            attention = weights / total[..., None]  # (I, R, C, W)
-            attention = ops.transpose(attention, (0, 2, 1, 3))
+            attention = ops.transpose(attention, (2, 0, 3, 1))  # from (C, W, I, R)
             if images_mask is not None:
                 attention = attention * ops.cast(
                     images_mask, attention.dtype
