@@ -55,6 +55,12 @@ def _unpack(inputs):
     )
 
 
+def _store_columns(sims, columns, scores):
+    """Writes a block of scores (padded rows dropped) into columns of `sims`."""
+    scores = ops.convert_to_numpy(ops.cast(scores, "float32"))
+    sims[:, columns] = scores[:, : len(columns)]
+
+
 @keras.saving.register_keras_serializable(package="scan_keras")
 class SCAN(keras.Model):
     """Stacked Cross Attention Network for image-text matching.
@@ -346,15 +352,22 @@ class SCAN(keras.Model):
             verbose = len(batches) * n_images >= 50_000
         progress = keras.utils.Progbar(len(batches)) if verbose else None
         sims = np.empty((n_images, len(token_ids)), dtype="float32")
+        pending = None
         for k, batch in enumerate(batches):
             # Sorted by length, a batch needs little padding; rounding its
             # width up to a multiple of 8 keeps the number of shapes small.
             width = min(token_ids.shape[1], -(-int(lengths[batch].max()) // 8) * 8)
             ids = pad_rows(token_ids[batch, :width], caption_batch_size)
-            scores = score(regions, ids)[:, : len(batch)]
-            sims[:, batch] = ops.convert_to_numpy(ops.cast(scores, "float32"))
+            scores = score(regions, ids)
+            # Copied to the host one batch late: on an accelerator the next
+            # batch is already queued while this copy waits for the last.
+            if pending is not None:
+                _store_columns(sims, *pending)
+            pending = (batch, scores)
             if progress is not None:
                 progress.update(k + 1)
+        if pending is not None:
+            _store_columns(sims, *pending)
         return sims
 
     def _score_captions(self, regions, token_ids):
