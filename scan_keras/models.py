@@ -333,7 +333,11 @@ class SCAN(keras.Model):
             )
         n_images = len(features)
         encode_images = compiled(self, "encode_images", self.encode_images)
-        score = compiled(self, "score", self._score_captions)
+        # The attention's options are part of the key: changing one (say
+        # `model.attention.product_dtype`) after a first call recompiles.
+        score = compiled(
+            self, ("score", repr(self._similarity_config())), self._score_captions
+        )
         # Compiled (JAX), each new input shape costs a compilation:
         # pad_rows gives the blocks fixed sizes, so a test set compiles a
         # handful.

@@ -100,6 +100,21 @@ def test_bfloat16_product_reaches_the_attention(rng):
     assert 1e-6 < error < 1e-2, error
 
 
+def test_similarity_follows_new_attention_options(rng):
+    # On JAX and TensorFlow `similarity` is compiled once and cached: a
+    # changed option of the attention must not be served the old program.
+    model = small_scan()
+    randomise(model, rng)
+    features = rng.normal(size=(4, N_REGIONS, IMG_DIM)).astype("float32")
+    before = model.similarity(features, TOKENS, verbose=0)
+    model.attention.lambda_softmax = 1.0
+    model.attention.agg_func = "logsumexp"
+    after = model.similarity(features, TOKENS, verbose=0)
+    expected = reference_similarity(model, features, TOKENS)
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_allclose(after, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_loss_is_the_hinge_loss_of_the_batch(rng):
     model = small_scan(margin=0.3)
     randomise(model, rng)

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The GPU numbers of docs/performance.md, one stage per call of the lent GPU
+# machine (each call may run 10 minutes). From the repository root, with the
+# Keras wheels in .whl/ (../shared/README.md) carried along:
+#
+#     bash benchmarks/gpu.sh similarity   # 1K and 5K matrices, t2i and i2t
+#     bash benchmarks/gpu.sh evaluate     # whole 1K and 5K evaluations
+#     bash benchmarks/gpu.sh train        # fit steps/s, both Flickr30K presets
+#     bash benchmarks/gpu.sh profile      # a JAX trace of the 1K matrix
+#
+# Each stage prints its table and copies it (and the trace) to $OUT.
+# SIZES overrides the sizes (e.g. SIZES=tiny to try the script on a CPU).
+set -euo pipefail
+stage=${1:?"usage: bash benchmarks/gpu.sh similarity|evaluate|train|profile"}
+out=${OUT:-/tmp/scan-keras-gpu}
+sizes=${SIZES:-1k 5k}
+mkdir -p "$out"
+
+if ! python3 -c "import keras" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONPATH=${PYTHONPATH:-$PWD} KERAS_BACKEND=jax
+
+python3 -c "import jax, keras; print('jax', jax.__version__, 'keras', keras.__version__, jax.devices())" \
+    | tee "$out/versions.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
+    | tee -a "$out/versions.txt" || true
+
+case "$stage" in
+    similarity)
+        python3 benchmarks/similarity.py --sizes $sizes --repeats 10 \
+            | tee "$out/similarity.txt"
+        ;;
+    evaluate)
+        # The 5K split's features (1.5 GB) are written to /tmp first.
+        python3 benchmarks/similarity.py --sizes $sizes --evaluate-only \
+            --repeats 3 --tmp-dir /tmp | tee "$out/evaluate.txt"
+        ;;
+    train)
+        # Writes 8.6 GB of random features of Flickr30K's shape to /tmp.
+        python3 benchmarks/train_speed.py --preset f30k_t2i_avg f30k_i2t_avg \
+            --tmp-dir /tmp | tee "$out/train.txt"
+        ;;
+    profile)
+        python3 - "$out/trace" ${sizes%% *} <<'EOF'
+import runpy
+import sys
+
+import jax
+
+trace, size = sys.argv[1:]
+sys.argv = ["similarity.py", "--sizes", size, "--repeats", "3"]
+with jax.profiler.trace(trace):
+    runpy.run_path("benchmarks/similarity.py", run_name="__main__")
+EOF
+        ;;
+    *)
+        echo "unknown stage: $stage" >&2
+        exit 2
+        ;;
+esac
