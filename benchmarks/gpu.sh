@@ -9,42 +9,44 @@
 #     bash benchmarks/gpu.sh profile      # a JAX trace of the 1K matrix
 #
 # Each stage prints its table and copies it (and the trace) to $OUT.
-# SIZES overrides the sizes (e.g. SIZES=tiny to try the script on a CPU).
+# SIZES overrides the sizes (e.g. SIZES=tiny to try the script on a CPU),
+# PYTHON the interpreter.
 set -euo pipefail
 stage=${1:?"usage: bash benchmarks/gpu.sh similarity|evaluate|train|profile"}
 out=${OUT:-/tmp/scan-keras-gpu}
 sizes=${SIZES:-1k 5k}
+python=${PYTHON:-python3}
 mkdir -p "$out"
 
-if ! python3 -c "import keras" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+if ! "$python" -c "import keras" 2>/dev/null; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
         --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD} KERAS_BACKEND=jax
 
-python3 -c "import jax, keras; print('jax', jax.__version__, 'keras', keras.__version__, jax.devices())" \
+"$python" -c "import jax, keras; print('jax', jax.__version__, 'keras', keras.__version__, jax.devices())" \
     | tee "$out/versions.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
     | tee -a "$out/versions.txt" || true
 
 case "$stage" in
     similarity)
-        python3 benchmarks/similarity.py --sizes $sizes --repeats 10 \
+        "$python" benchmarks/similarity.py --sizes $sizes --repeats 10 \
             | tee "$out/similarity.txt"
         ;;
     evaluate)
         # The 5K split's features (1.5 GB) are written to /tmp first.
-        python3 benchmarks/similarity.py --sizes $sizes --evaluate-only \
+        "$python" benchmarks/similarity.py --sizes $sizes --evaluate-only \
             --repeats 3 --tmp-dir /tmp | tee "$out/evaluate.txt"
         ;;
     train)
         # Writes 8.6 GB of random features of Flickr30K's shape to /tmp.
-        python3 benchmarks/train_speed.py --preset f30k_t2i_avg f30k_i2t_avg \
+        "$python" benchmarks/train_speed.py --preset f30k_t2i_avg f30k_i2t_avg \
             --tmp-dir /tmp | tee "$out/train.txt"
         ;;
     profile)
-        python3 - "$out/trace" ${sizes%% *} <<'EOF'
+        "$python" - "$out/trace" ${sizes%% *} <<'EOF'
 import runpy
 import sys
 

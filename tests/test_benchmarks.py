@@ -62,3 +62,17 @@ def test_script_prints_the_table():
         assert float(errors[attn, "scan"]) < 1e-5
         assert float(errors[attn, "literal"]) < 1e-5
         assert float(errors[attn, "scan-bf16"]) <= 3e-3
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the GPU runbook is JAX's")
+def test_gpu_runbook_runs_a_stage(tmp_path):
+    # The stage the lent GPU machine runs, at the tiny size on this CPU.
+    env = dict(os.environ, SIZES="tiny", OUT=str(tmp_path), PYTHON=sys.executable)
+    result = subprocess.run(
+        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "similarity"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "keras 3." in (tmp_path / "versions.txt").read_text()
+    table = (tmp_path / "similarity.txt").read_text()
+    assert "| tiny | 20x100 | i2t | scan-bf16 |" in table
