@@ -105,7 +105,7 @@ def _rows(arrays, start, stop):
 
 
 def _balanced(n, block):
-    """The smallest block that splits n rows into as many blocks as `block`.
+    """Evens out blocks: n rows in as many blocks as `block` needs, equal.
 
     1000 images in blocks of at most 101 become 10 blocks of 100, not 9 of
     101 and a remainder of 91 (one more shape to compile).
@@ -126,7 +126,9 @@ def _map_rows(fn, arrays, block, axis):
     """
     n = next(x for x in arrays if x is not None).shape[0]
     if not _compiled_loop():
-        parts = [fn(_rows(arrays, start, start + block)) for start in range(0, n, block)]
+        parts = [
+            fn(_rows(arrays, start, start + block)) for start in range(0, n, block)
+        ]
     else:
         n_whole = (n // block) * block
         stacked = ops.map(
@@ -160,7 +162,8 @@ def _region_word_scores(images, captions, layout, product_dtype=None):
     with `images` transposed to `(d, I, R)`: the natural output of one
     matrix product each way, so neither transposes the result. (XLA on a
     CPU transposes a `(I, R, d)` right operand at every call; transposed
-    once per image tile, it is not copied per chunk of captions.) The operands are multiplied in `product_dtype` when given, else in
+    once per image tile, it is not copied per chunk of captions.)
+    The operands are multiplied in `product_dtype` when given, else in
     their own dtype. JAX returns 16-bit products straight from its float32
     accumulator; other backends round them to 16 bits before the cast.
     """
