@@ -122,9 +122,11 @@ def _map_rows(fn, arrays, block, axis):
     one body is compiled for the whole blocks and looped over (`ops.map`);
     the remaining rows are one more call, not a padded block (padding
     measured 10% slower on CPU). Other backends loop in Python (see
-    `_compiled_loop`).
+    `_compiled_loop`). A `block` of None, or of all the rows, is one call.
     """
     n = next(x for x in arrays if x is not None).shape[0]
+    if block is None or block >= n:
+        return fn(arrays)
     if not _compiled_loop():
         parts = [
             fn(_rows(arrays, start, start + block)) for start in range(0, n, block)
@@ -444,15 +446,11 @@ class StackedCrossAttention(keras.layers.Layer):
                 attention = self._attention(weights, total, images_mask, caps_mask)
                 return scores, attention
 
-            if chunk is None or chunk >= captions.shape[0]:
-                return score_chunk((captions, captions_mask))
             return _map_rows(score_chunk, (captions, captions_mask), chunk, axis=1)
 
-        image_tile = (images, images_mask, image_side)
-        if image_block is None or image_block >= images.shape[0]:
-            outputs = score_images(image_tile)
-        else:
-            outputs = _map_rows(score_images, image_tile, image_block, axis=0)
+        outputs = _map_rows(
+            score_images, (images, images_mask, image_side), image_block, axis=0
+        )
         outputs = keras.tree.map_structure(
             lambda x: ops.cast(x, self.compute_dtype), outputs
         )
