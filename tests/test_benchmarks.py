@@ -76,3 +76,18 @@ def test_gpu_runbook_runs_a_stage(tmp_path):
     assert "keras 3." in (tmp_path / "versions.txt").read_text()
     table = (tmp_path / "similarity.txt").read_text()
     assert "| tiny | 20x100 | i2t | scan-bf16 |" in table
+
+
+def test_floor_too_large_for_memory_is_timed_on_a_slice(rng, monkeypatch):
+    # The 5K floor's output (216 GB) fits no GPU: a slice of the captions
+    # is multiplied instead, and its time scaled by the missing share.
+    bench = load_benchmark()
+    monkeypatch.setattr(bench, "FLOOR_MAX_ELEMENTS", 3 * 7 * 5 * 4)
+    floor, scale = bench.floor_fn(n_images=3, n_regions=7, n_captions=10, n_words=5)
+    assert scale == 2.5
+    images = rng.normal(size=(3, 7, 16)).astype("float32")
+    captions = rng.normal(size=(10, 5, 16)).astype("float32")
+    got = ops.convert_to_numpy(floor(ops.convert_to_tensor(images),
+                                     ops.convert_to_tensor(captions)))
+    expected = images.reshape(21, 16).astype(np.float64) @ captions[:4].reshape(20, 16).T
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
