@@ -226,6 +226,35 @@ def test_automatic_tiles_match_reference(rng, cross_attn, monkeypatch):
     )
 
 
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+@pytest.mark.parametrize("raw_feature_norm", ["clipped_l2norm", "l1norm"])
+def test_sums_in_pieces_match_reference(rng, cross_attn, raw_feature_norm, monkeypatch):
+    # TensorFlow sums over the 36 regions in pieces of at most 32; here
+    # every backend sums in pieces of 3, so the 7 regions and 5 words come
+    # in uneven pieces (3 + 3 + 1, 3 + 2).
+    from scan_keras.layers import attention as module
+
+    monkeypatch.setattr(module, "_sums_in_pieces", lambda: True)
+    monkeypatch.setattr(module, "_SUM_PIECE", 3)
+    images, captions, image_lengths, caption_lengths = random_batch(
+        rng, n_regions=7, n_words=5
+    )
+    layer = StackedCrossAttention(
+        cross_attn, LAMBDA_SOFTMAX[cross_attn], raw_feature_norm=raw_feature_norm
+    )
+    sims = run_masked(layer, images, captions, image_lengths, caption_lengths)
+    expected = reference_sims(images, captions, image_lengths, caption_lengths, layer)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6
+    )
+    x = rng.normal(size=(2, 7, 5)).astype("float32")
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(module._sum(ops.convert_to_tensor(x), axis=-2, keepdims=True)),
+        x.astype(np.float64).sum(axis=-2, keepdims=True),
+        rtol=1e-5,
+    )
+
+
 def test_lse_is_stable_at_large_lambda(rng):
     images, captions, image_lengths, caption_lengths = random_batch(rng)
     for cross_attn in CROSS_ATTNS:

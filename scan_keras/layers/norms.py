@@ -37,9 +37,12 @@ def large_negative(dtype):
     return -3e4 if keras.backend.standardize_dtype(dtype) == "float16" else -1e9
 
 
-def safe_norm(x, axis=-1, keepdims=False):
-    """Euclidean norm with a finite gradient at x = 0."""
-    squared = ops.sum(ops.square(x), axis=axis, keepdims=keepdims)
+def safe_norm(x, axis=-1, keepdims=False, reduce_sum=ops.sum):
+    """Euclidean norm with a finite gradient at x = 0.
+
+    `reduce_sum(x, axis=..., keepdims=...)` sums the squares.
+    """
+    squared = reduce_sum(ops.square(x), axis=axis, keepdims=keepdims)
     return ops.sqrt(ops.maximum(squared, _SQUARE_FLOOR))
 
 
