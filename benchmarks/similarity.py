@@ -9,7 +9,8 @@ For each size and each formulation (t2i, i2t) one run times:
 - `literal`: the paper's equations as written, one attended d-vector per
   (image, caption, word) or (image, caption, region), written here for the
   benchmark with `keras.ops`;
-- `scan`: `StackedCrossAttention`, float32;
+- `scan`: `StackedCrossAttention`, float32 (on PyTorch with
+  `torch_compile=True` unless `--eager`);
 - `scan-bf16`: `StackedCrossAttention(product_dtype="bfloat16")`: bf16
   operands of the product, float32 everywhere after it.
 
@@ -20,8 +21,8 @@ all pairs scored, recalls ranked).
 
 Every time is the median of `--repeats` calls after a warm-up call (which
 compiles). The floor and the layers are called in turn, round after round,
-so that a slow spell of the machine slows them all alike. `rel. error` is max |S - S64| / max |S64| over a sample of pairs,
-S64 the literal equations in float64 NumPy. `memory` is the extra memory a
+so that a slow spell of the machine slows them all alike. `rel. error` is
+max |S - S64| / max |S64| over a sample of pairs, S64 the literal equations in float64 NumPy. `memory` is the extra memory a
 call needs: on JAX the compiled program's temporaries and output (XLA's
 memory analysis), elsewhere the growth of the process' resident memory.
 The table is printed last.
@@ -49,7 +50,7 @@ SIZES = {
     "5k": (5000, 25000),
 }
 LAMBDA_SOFTMAX = {"t2i": 9.0, "i2t": 4.0}
-EAGER = False  # set by --eager
+EAGER = False  # set by --eager: no XLA on TensorFlow, no torch.compile
 
 
 def random_embeddings(rng, n, length, dim, rank=64):
@@ -128,7 +129,8 @@ def compile_fn(fn, *args):
     """`fn` compiled for `args`, and its memory need where XLA reports it.
 
     JAX: `jax.jit`. TensorFlow: `tf.function(jit_compile=True)` (XLA),
-    unless `--eager`. PyTorch runs eagerly.
+    unless `--eager`. PyTorch runs `fn` as it is: the layer compiles its
+    chunks itself (`torch_compile`), and the floor is one product.
     """
     if backend() == "tensorflow" and not EAGER:
         import tensorflow as tf
@@ -216,6 +218,7 @@ def scan_fn(cross_attn, product_dtype=None):
         cross_attn,
         lambda_softmax=LAMBDA_SOFTMAX[cross_attn],
         product_dtype=product_dtype,
+        torch_compile=not EAGER,
     )
     return lambda images, captions: layer(images, captions)
 
@@ -361,7 +364,9 @@ def bench_evaluation(size, n_images, args, rows_out):
         for cross_attn in args.cross_attn:
             keras.utils.set_random_seed(0)
             preset = get_preset(f"f30k_{cross_attn}_avg")
-            model = SCAN.from_preset(preset, vocabulary=vocabulary)
+            model = SCAN.from_preset(
+                preset, vocabulary=vocabulary, torch_compile=not EAGER
+            )
             model.build()
 
             def run():
@@ -392,7 +397,7 @@ def mode():
         return "jax.jit"
     if backend() == "tensorflow":
         return "eager" if EAGER else "tf.function(jit_compile=True)"
-    return "eager"
+    return "eager" if EAGER else "torch.compile of each chunk"
 
 
 def print_table(rows, args):
@@ -432,7 +437,8 @@ def main():
                         help="time the evaluation alone (no matrix rows)")
     parser.add_argument("--tmp-dir", default=None)
     parser.add_argument("--eager", action="store_true",
-                        help="TensorFlow: do not compile with XLA")
+                        help="run eagerly: TensorFlow without XLA, "
+                        "PyTorch without torch.compile")
     args = parser.parse_args()
     global EAGER
     EAGER = args.eager

@@ -255,6 +255,84 @@ def test_sums_in_pieces_match_reference(rng, cross_attn, raw_feature_norm, monke
     )
 
 
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+def test_torch_compile_matches_reference(rng, cross_attn):
+    # On PyTorch each chunk runs through torch.compile: 7 captions in
+    # chunks of 3 compile two shapes (3 and the remainder 1). Elsewhere
+    # the option is ignored and the same checks hold.
+    images, captions, image_lengths, caption_lengths = random_batch(
+        rng, n_captions=7
+    )
+    options = dict(lambda_softmax=LAMBDA_SOFTMAX[cross_attn], chunk_size=3)
+    compiled = StackedCrossAttention(cross_attn, torch_compile=True, **options)
+    eager = StackedCrossAttention(cross_attn, **options)
+    on_torch = keras.backend.backend() == "torch"
+    assert (compiled._chunk_scorer() != compiled._score) == on_torch
+    sims, attention = run_masked(
+        compiled, images, captions, image_lengths, caption_lengths,
+        return_attention_scores=True,
+    )
+    expected = reference_sims(images, captions, image_lengths, caption_lengths, compiled)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6
+    )
+    _, attention_eager = run_masked(
+        eager, images, captions, image_lengths, caption_lengths,
+        return_attention_scores=True,
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(attention),
+        ops.convert_to_numpy(attention_eager),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    # Gradients flow through the compiled chunks as through the eager ones.
+    images_mask = lengths_to_mask(image_lengths, images.shape[1])
+    captions_mask = lengths_to_mask(caption_lengths, captions.shape[1])
+    grads = [
+        input_gradients(
+            lambda im, cap, layer=layer: layer(
+                im, cap, images_mask=images_mask, captions_mask=captions_mask
+            ),
+            images,
+            captions,
+        )
+        for layer in (compiled, eager)
+    ]
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.compile")
+def test_torch_compile_keeps_compiling_past_eight_shapes(rng):
+    # torch keeps 8 compiled versions of a function by default and then
+    # silently runs it uncompiled; all layers share `_score`. Two layers,
+    # five caption lengths each: 10 versions, every one of them compiled.
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("torch._dynamo")
+    logger.addHandler(handler)
+    try:
+        images, _, image_lengths, _ = random_batch(rng, n_images=2, n_regions=3, dim=4)
+        for cross_attn in CROSS_ATTNS:
+            layer = StackedCrossAttention(cross_attn, torch_compile=True)
+            for n_words in range(1, 6):
+                captions = rng.normal(size=(3, n_words, 4)).astype("float32")
+                sims = layer(images, captions)
+                expected = reference_sims(
+                    images, captions, [3, 3], [n_words] * 3, layer
+                )
+                np.testing.assert_allclose(
+                    ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6
+                )
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "recompile_limit" in r.getMessage()]
+
+
 def test_lse_is_stable_at_large_lambda(rng):
     images, captions, image_lengths, caption_lengths = random_batch(rng)
     for cross_attn in CROSS_ATTNS:
@@ -456,6 +534,8 @@ def test_config_round_trip():
         raw_feature_norm="softmax",
         eps=1e-6,
         chunk_size=16,
+        product_dtype="bfloat16",
+        torch_compile=True,
         name="xattn",
     )
     clone = check_config_round_trip(layer)
@@ -467,6 +547,8 @@ def test_config_round_trip():
         "raw_feature_norm",
         "eps",
         "chunk_size",
+        "product_dtype",
+        "torch_compile",
     ):
         assert getattr(clone, key) == getattr(layer, key)
 
@@ -516,6 +598,7 @@ def test_output_shape_without_calling():
         (dict(eps=0.0), "eps"),
         (dict(chunk_size=0), "chunk_size"),
         (dict(product_dtype="int8"), "product_dtype"),
+        (dict(torch_compile="yes"), "torch_compile"),
     ],
 )
 def test_bad_options_raise(kwargs, message):

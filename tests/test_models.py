@@ -86,6 +86,19 @@ def test_similarity_matches_reference(rng, options):
     np.testing.assert_allclose(chunked, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_torch_compile_reaches_the_attention(rng):
+    # On PyTorch the attention's chunks are compiled; the matrix stays the
+    # float64 reference's. Other backends ignore the option.
+    model = small_scan(embed_size=32, torch_compile=True)
+    randomise(model, rng)
+    assert model.attention.torch_compile
+    assert SCAN.from_config(model.get_config()).attention.torch_compile
+    features = rng.normal(size=(4, N_REGIONS, IMG_DIM)).astype("float32")
+    expected = reference_similarity(model, features, TOKENS)
+    sims = model.similarity(features, TOKENS, verbose=0)
+    np.testing.assert_allclose(sims, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_bfloat16_product_reaches_the_attention(rng):
     model = small_scan(embed_size=32, product_dtype="bfloat16")
     randomise(model, rng)
