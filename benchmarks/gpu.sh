@@ -53,7 +53,8 @@ import sys
 import jax
 
 trace, size = sys.argv[1:]
-sys.argv = ["similarity.py", "--sizes", size, "--repeats", "3"]
+# The layer alone: the literal version would fill the trace.
+sys.argv = ["similarity.py", "--sizes", size, "--repeats", "3", "--literal-max-pairs", "0"]
 with jax.profiler.trace(trace):
     runpy.run_path("benchmarks/similarity.py", run_name="__main__")
 EOF
