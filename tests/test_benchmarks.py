@@ -65,17 +65,30 @@ def test_script_prints_the_table():
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the GPU runbook is JAX's")
-def test_gpu_runbook_runs_a_stage(tmp_path):
-    # The stage the lent GPU machine runs, at the tiny size on this CPU.
+@pytest.mark.parametrize("stage", ["similarity", "evaluate", "profile"])
+def test_gpu_runbook_runs_a_stage(tmp_path, stage):
+    # The stages the lent GPU machine runs, at the tiny size on this CPU
+    # (`train` has no tiny size: it writes Flickr30K-sized features).
     env = dict(os.environ, SIZES="tiny", OUT=str(tmp_path), PYTHON=sys.executable)
     result = subprocess.run(
-        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "similarity"],
+        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), stage],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "keras 3." in (tmp_path / "versions.txt").read_text()
-    table = (tmp_path / "similarity.txt").read_text()
-    assert "| tiny | 20x100 | i2t | scan-bf16 |" in table
+    if stage == "similarity":
+        table = (tmp_path / "similarity.txt").read_text()
+        assert "| tiny | 20x100 | i2t | scan-bf16 |" in table
+    elif stage == "evaluate":
+        table = (tmp_path / "evaluate.txt").read_text()
+        for attn in ("t2i", "i2t"):
+            assert f"| tiny | 20x100 | {attn} | evaluate |" in table
+        assert "| scan |" not in table
+    else:
+        # A trace of the layer's calls, and no literal version in it.
+        assert list((tmp_path / "trace").rglob("*.xplane.pb"))
+        assert "| tiny | 20x100 | t2i | scan |" in result.stdout
+        assert "literal" not in result.stdout
 
 
 def test_floor_too_large_for_memory_is_timed_on_a_slice(rng, monkeypatch):
