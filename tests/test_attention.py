@@ -47,6 +47,14 @@ def run_masked(layer, images, captions, image_lengths, caption_lengths, **kw):
     )
 
 
+def check_same_attention(layer, attention, batch, rtol):
+    """`layer`'s attention weights on `batch` equal `attention`."""
+    _, got = run_masked(layer, *batch, return_attention_scores=True)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(got), ops.convert_to_numpy(attention), rtol=rtol, atol=1e-7
+    )
+
+
 def test_reference_uses_the_same_option_names():
     assert set(CROSS_ATTNS) == set(reference.CROSS_ATTNS)
     assert set(AGG_FUNCS) == set(reference.AGG_FUNCS)
@@ -214,16 +222,8 @@ def test_automatic_tiles_match_reference(rng, cross_attn, monkeypatch):
         cross_attn, lambda_softmax=LAMBDA_SOFTMAX[cross_attn], chunk_size=9
     )
     assert whole._tiles(images.shape, captions.shape) == (None, 9)
-    _, attention_whole = run_masked(
-        whole, images, captions, image_lengths, caption_lengths,
-        return_attention_scores=True,
-    )
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(attention),
-        ops.convert_to_numpy(attention_whole),
-        rtol=1e-6,
-        atol=1e-7,
-    )
+    batch = (images, captions, image_lengths, caption_lengths)
+    check_same_attention(whole, attention, batch, rtol=1e-6)
 
 
 @pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
@@ -276,16 +276,8 @@ def test_torch_compile_matches_reference(rng, cross_attn):
     np.testing.assert_allclose(
         ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6
     )
-    _, attention_eager = run_masked(
-        eager, images, captions, image_lengths, caption_lengths,
-        return_attention_scores=True,
-    )
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(attention),
-        ops.convert_to_numpy(attention_eager),
-        rtol=1e-5,
-        atol=1e-7,
-    )
+    batch = (images, captions, image_lengths, caption_lengths)
+    check_same_attention(eager, attention, batch, rtol=1e-5)
     # Gradients flow through the compiled chunks as through the eager ones.
     images_mask = lengths_to_mask(image_lengths, images.shape[1])
     captions_mask = lengths_to_mask(caption_lengths, captions.shape[1])
