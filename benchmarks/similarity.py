@@ -22,10 +22,11 @@ all pairs scored, recalls ranked).
 Every time is the median of `--repeats` calls after a warm-up call (which
 compiles). The floor and the layers are called in turn, round after round,
 so that a slow spell of the machine slows them all alike. `rel. error` is
-max |S - S64| / max |S64| over a sample of pairs, S64 the literal equations in float64 NumPy. `memory` is the extra memory a
-call needs: on JAX the compiled program's temporaries and output (XLA's
-memory analysis), elsewhere the growth of the process' resident memory.
-The table is printed last.
+max |S - S64| / max |S64| over a sample of pairs, S64 the literal equations
+in float64 NumPy. `memory` is the extra memory a call needs: on JAX the
+compiled program's temporaries and output (XLA's memory analysis),
+elsewhere the growth of the process' resident memory. The table is printed
+last.
 
     python benchmarks/similarity.py                          # CPU, 100 x 500
     KERAS_BACKEND=jax python benchmarks/similarity.py --sizes 1k 5k --evaluate
