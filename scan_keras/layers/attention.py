@@ -69,9 +69,9 @@ def _on_accelerator():
 
         return jax.default_backend() != "cpu"
     if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
+        # Where Keras puts new tensors: KERAS_TORCH_DEVICE, then MPS, CUDA
+        # or XPU, and `keras.device` scopes.
+        return ops.zeros(()).device.type != "cpu"
     if backend == "tensorflow":
         import tensorflow as tf
 
