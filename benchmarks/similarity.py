@@ -176,17 +176,28 @@ def _rss():
 
 
 def timed(fn, args, repeats, memory=None):
-    """Median seconds of `fn(*args)` after one warm-up call, and memory."""
-    with PeakRSS() as rss:
-        out = sync(fn(*args))
-    if memory is None:
-        memory = rss.growth
-    times = []
+    """Median seconds of `fn(*args)` after one warm-up call, memory, output.
+
+    `memory` is the growth of the resident memory during the warm-up call
+    unless given.
+    """
+    return _interleaved({None: (fn, memory)}, args, repeats)[None]
+
+
+def _interleaved(fns, args, repeats):
+    """`timed` for `{name: (fn, memory)}`, one call of each per round."""
+    results, times = {}, {}
+    for name, (fn, memory) in fns.items():
+        with PeakRSS() as rss:
+            out = sync(fn(*args))
+        results[name] = (rss.growth if memory is None else memory, out)
+        times[name] = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        sync(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), memory, out
+        for name, (fn, _) in fns.items():
+            start = time.perf_counter()
+            sync(fn(*args))
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]),) + results[name] for name in fns}
 
 
 # --- the methods --------------------------------------------------------------
@@ -327,19 +338,8 @@ def time_side_by_side(fns, args, repeats):
     CI machine the floor alone drifted by 15% between runs). Returns
     `{name: (median seconds, memory, output of the warm-up call)}`.
     """
-    compiled, results, times = {}, {}, {}
-    for name, fn in fns.items():
-        compiled[name], memory = compile_fn(fn, *args)
-        with PeakRSS() as rss:
-            out = sync(compiled[name](*args))
-        results[name] = (memory if memory is not None else rss.growth, out)
-        times[name] = []
-    for _ in range(repeats):
-        for name, fn in compiled.items():
-            start = time.perf_counter()
-            sync(fn(*args))
-            times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(times[name]),) + results[name] for name in fns}
+    compiled = {name: compile_fn(fn, *args) for name, fn in fns.items()}
+    return _interleaved(compiled, args, repeats)
 
 
 def bench_evaluation(size, n_images, args, rows_out):
