@@ -465,6 +465,23 @@ def test_non_finite_features(tmp_path, rng):
     load_split(tmp_path, "train").check_finite(batch_size=4)
 
 
+def test_check_finite_up_front_spares_the_reads(tmp_path, rng, monkeypatch):
+    # Each image is checked once: after the whole split is scanned, reads
+    # (a training epoch's batches) check nothing again.
+    features, _ = make_split(tmp_path, rng)
+    split = load_split(tmp_path, "train")
+    checked = []
+    original = split._check_finite
+    monkeypatch.setattr(split, "_check_finite",
+                        lambda f, i: (checked.extend(np.asarray(i).tolist()), original(f, i)))
+    split.image_features([1, 4])
+    assert sorted(checked) == [1, 4]
+    split.check_finite(batch_size=4)
+    assert sorted(checked) == sorted([1, 4] + list(range(6)))
+    np.testing.assert_array_equal(split.image_features([5, 0, 5]), features[[5, 0, 5]])
+    assert len(checked) == 8
+
+
 def test_write_split_validates(tmp_path):
     features = np.zeros((2, 3, 4), "float32")
     captions = ["a caption"] * 10

@@ -223,8 +223,11 @@ class PairBatches(keras.utils.PyDataset):
             # fixed there would reject any later, longer batch. More
             # padding (masked like all padding) keeps the axis free.
             width += self.pad_to_multiple or 1
-        token_ids = np.zeros((len(captions), width), dtype=np.int32)
-        for row, (start, stop) in enumerate(zip(starts, stops)):
-            token_ids[row, : stop - start] = self._token_ids[start:stop]
+        # All rows at once, without a Python loop that reader threads would
+        # run under the GIL: column j of a row is its token j, or padding 0.
+        columns = np.arange(width)
+        inside = columns < (stops - starts)[:, None]
+        flat_index = np.where(inside, starts[:, None] + columns, 0)
+        token_ids = np.where(inside, self._token_ids[flat_index], 0).astype(np.int32)
         features = self.split.image_features(self.split.image_of_caption(captions))
         return {"features": features, "token_ids": token_ids}

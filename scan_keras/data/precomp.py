@@ -154,9 +154,7 @@ class PrecompSplit:
     def image_features(self, indices):
         """Reads the features of some images, checked for NaN and infinity.
 
-        The rows are read in file order for locality on a memory-mapped
-        file and written straight to their place in the result. Each image
-        is checked the first time it is read.
+        Each image is checked the first time it is read.
 
         Args:
             indices: integer image indices, any shape; may repeat.
@@ -171,10 +169,16 @@ class PrecompSplit:
         indices = _check_indices(indices, self.n_images, "indices")
         flat = indices.reshape(-1)
         features = np.empty((len(flat), self.n_regions, self.img_dim), np.float32)
-        # Row by row in file order, straight into place: one copy, no
-        # temporaries (a training batch is 128 x 36 x 2048 floats).
-        for position in np.argsort(flat, kind="stable"):
-            features[position] = self.images[flat[position]]
+        # One C call copies every row straight into place (a training batch
+        # is 128 x 36 x 2048 floats) and lets go of the GIL while it copies.
+        # A Python loop over rows took the GIL back once per row: reader
+        # threads then queued behind the training loop's thread, 128 times
+        # a batch (benchmarks/train_speed.py measures this). "clip": the
+        # indices are checked above, and "raise" would copy `out` once more.
+        if self.images.dtype == np.float32:
+            np.take(self.images, flat, axis=0, out=features, mode="clip")
+        else:  # `take` casts into `out` only one way: read, then convert
+            features[...] = np.take(self.images, flat, axis=0, mode="clip")
         unchecked = ~self._checked[flat]
         if unchecked.any():
             self._check_finite(features[unchecked], flat[unchecked])
@@ -185,7 +189,8 @@ class PrecompSplit:
         """Scans all the features for NaN and infinity, a chunk at a time.
 
         Reads of `image_features` check the images they read; this checks
-        the whole split up front (it reads every byte of the file).
+        the whole split up front (it reads every byte of the file), and
+        later reads skip the check.
 
         Args:
             batch_size: images read at a time.
@@ -202,6 +207,7 @@ class PrecompSplit:
         for start in range(0, self.n_images, batch_size):
             chunk = np.asarray(self.images[start : start + batch_size])
             self._check_finite(chunk, np.arange(start, start + len(chunk)))
+            self._checked[start : start + len(chunk)] = True
 
     def _check_finite(self, features, indices):
         finite = np.isfinite(features).all(axis=(1, 2))
