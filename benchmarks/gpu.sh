@@ -43,7 +43,7 @@ case "$stage" in
     train)
         # Writes 8.6 GB of random features of Flickr30K's shape to /tmp.
         "$python" benchmarks/train_speed.py --preset f30k_t2i_avg f30k_i2t_avg \
-            --tmp-dir /tmp | tee "$out/train.txt"
+            --workers 0 4 8 --tmp-dir /tmp | tee "$out/train.txt"
         ;;
     profile)
         "$python" - "$out/trace" ${sizes%% *} <<'EOF'

@@ -1,11 +1,16 @@
 """Training speed: steps per second of `model.fit` with a preset's recipe.
 
-Times, side by side in one run:
+Times, side by side in one run, one model per preset fitted on:
 - `precomp/N`: the real pipeline, `PairBatches` reading a memory-mapped
   `train_ims.npy` written in the released layout, N threads preparing
   batches (0: read in the train step's thread);
-- `in-memory`: the same model fitted on NumPy arrays already in memory,
-  batches of the same shapes (the data pipeline's cost is the difference).
+- `in-memory`: 50 of those batches as NumPy arrays already in memory,
+  through Keras' own array pipeline (captions padded to the longest);
+- `on-device`: the same 50 batches, each of its own caption width, already
+  converted to backend tensors (on the GPU under JAX): the train step
+  alone, the ceiling of any pipeline;
+- `reader/N` (no model): `PairBatches` alone, batches per second that N
+  threads deliver, to compare with the steps per second above.
 
 Data are random, of the real shapes by default (29000 images x 36 x 2048,
 captions of 8-20 words), written to a temporary folder first.
@@ -66,6 +71,52 @@ def time_fit(model, data, steps, warmup, steps_per_epoch, **fit_kwargs):
     return (time.perf_counter() - start) / (epochs * per_epoch)
 
 
+def time_reader(batches, steps):
+    """Seconds per batch that `batches` delivers with nothing consuming them."""
+    batches.set_epoch(batches.epoch + 1)  # batches no fit has read ahead
+    steps = min(steps, len(batches))
+    start = time.perf_counter()
+    for index in range(steps):
+        batches[index]
+    return (time.perf_counter() - start) / steps
+
+
+def in_memory_arrays(batches):
+    """`batches` as two arrays, every caption padded to the longest."""
+    width = max(b["token_ids"].shape[1] for b in batches)
+    return {
+        "features": np.concatenate([b["features"] for b in batches]),
+        "token_ids": np.concatenate([
+            np.pad(b["token_ids"], ((0, 0), (0, width - b["token_ids"].shape[1])))
+            for b in batches
+        ]),
+    }
+
+
+def on_device_batches(batches):
+    """A dataset serving `batches` as backend tensors, converted once.
+
+    Each batch keeps its own caption width, as the real pipeline's do.
+    """
+    import keras
+
+    class OnDevice(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.batches = [
+                {key: keras.ops.convert_to_tensor(value) for key, value in batch.items()}
+                for batch in batches
+            ]
+
+        def __len__(self):
+            return len(self.batches)
+
+        def __getitem__(self, index):
+            return self.batches[index]
+
+    return OnDevice()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default=["f30k_t2i_avg"], nargs="+")
@@ -95,6 +146,9 @@ def main():
         write_random_precomp(path, args.images, args.regions, args.img_dim, 8000)
         print(f"wrote {args.images} images in {time.perf_counter() - t0:.0f} s")
         split = load_split(path, "train")
+        # Reads check each image for NaN the first time only: check them all
+        # now, so that every row times the steady state of later epochs.
+        split.check_finite()
         vocabulary = Vocabulary.build(split.captions[:50000], min_count=1)
         for name in presets:
             preset = get_preset(name)
@@ -108,32 +162,34 @@ def main():
                 )
                 for workers in args.workers
             }
-            batches = pipelines[args.workers[0]]
-            # In-memory arrays of the same shapes: 50 distinct batches.
-            n = min(50 * args.batch_size, len(split.captions))
-            first = [batches[k] for k in range(n // args.batch_size)]
-            width = max(b["token_ids"].shape[1] for b in first)
-            memory = {
-                "features": np.concatenate([b["features"] for b in first]),
-                "token_ids": np.concatenate([
-                    np.pad(b["token_ids"], ((0, 0), (0, width - b["token_ids"].shape[1])))
-                    for b in first
-                ]),
-            }
-            runs = [("in-memory", memory, {"batch_size": args.batch_size,
-                                           "steps_per_epoch": len(first)})]
+            # 50 distinct full batches, in memory and on the device.
+            n_batches = min(50, len(split.captions) // args.batch_size)
+            first = [pipelines[args.workers[0]][k] for k in range(n_batches)]
+            runs = [
+                ("in-memory", in_memory_arrays(first),
+                 {"batch_size": args.batch_size, "steps_per_epoch": n_batches}),
+                ("on-device", on_device_batches(first),
+                 {"steps_per_epoch": n_batches, "shuffle": False}),
+            ]
             runs += [
                 (f"precomp/{w}", pipe, {"steps_per_epoch": len(pipe), "shuffle": False})
                 for w, pipe in pipelines.items()
             ]
+            # One model for every row: it compiles once per batch shape, and
+            # its weights do not change how long a step takes.
+            keras.utils.set_random_seed(0)
+            model = SCAN.from_preset(preset, vocabulary=vocabulary, **overrides)
+            model.build()
+            compile_scan(model, preset.learning_rate, preset.grad_clip)
             for label, data, kwargs in runs:
-                keras.utils.set_random_seed(0)
-                model = SCAN.from_preset(preset, vocabulary=vocabulary, **overrides)
-                model.build()
-                compile_scan(model, preset.learning_rate, preset.grad_clip)
                 seconds = time_fit(model, data, args.steps, args.warmup, **kwargs)
                 rows.append((name, label, 1.0 / seconds, 1000 * seconds))
-                print(f"{name:<14}{label:<11}{1 / seconds:8.1f} steps/s")
+                print(f"{name:<14}{label:<11}{1 / seconds:8.1f} steps/s", flush=True)
+            for w, pipe in pipelines.items():
+                seconds = time_reader(pipe, args.steps)
+                rows.append((name, f"reader/{w}", 1.0 / seconds, 1000 * seconds))
+                print(f"{name:<14}reader/{w:<4}{1 / seconds:8.1f} batches/s (no model)",
+                      flush=True)
 
     print(
         f"\nbackend {keras.backend.backend()}, keras {keras.__version__}, "
@@ -142,7 +198,8 @@ def main():
     )
     print(f"{'preset':<14}{'data':<11}{'steps/s':>9}{'ms/step':>9}")
     for name, label, rate, ms in rows:
-        print(f"{name:<14}{label:<11}{rate:9.1f}{ms:9.2f}")
+        print(f"{name:<14}{label:<11}{rate:9.1f}{ms:9.3f}")
+    print("reader/N rows: batches/s and ms/batch of the pipeline alone, no model")
 
 
 if __name__ == "__main__":

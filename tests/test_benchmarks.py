@@ -64,6 +64,30 @@ def test_script_prints_the_table():
         assert float(errors[attn, "scan-bf16"]) <= 3e-3
 
 
+def test_training_script_prints_the_table():
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "train_speed.py"),
+         "--preset", "f30k_t2i_avg", "f30k_i2t_avg", "--images", "40", "--regions", "4",
+         "--img-dim", "16", "--embed-size", "8", "--batch-size", "16",
+         "--steps", "4", "--warmup", "4", "--workers", "0", "2"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout[result.stdout.index("preset "):].splitlines()[1:]
+    rows = [line.split() for line in table if not line.startswith("reader/N")]
+    labels = ["in-memory", "on-device", "precomp/0", "precomp/2", "reader/0", "reader/2"]
+    assert [row[:2] for row in rows] == [
+        [preset, label] for preset in ("f30k_t2i_avg", "f30k_i2t_avg") for label in labels
+    ]
+    for _, _, rate, ms in rows:
+        # Steps (or batches) per second and milliseconds each: one figure,
+        # each rounded as printed.
+        assert float(rate) > 0
+        assert float(rate) * float(ms) == pytest.approx(
+            1000, abs=0.05 * float(ms) + 5e-4 * float(rate) + 1e-6)
+
+
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the GPU runbook is JAX's")
 @pytest.mark.parametrize("stage", ["similarity", "evaluate", "profile"])
 def test_gpu_runbook_runs_a_stage(tmp_path, stage):
