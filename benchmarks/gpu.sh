@@ -6,13 +6,14 @@
 #     bash benchmarks/gpu.sh similarity   # 1K and 5K matrices, t2i and i2t
 #     bash benchmarks/gpu.sh evaluate     # whole 1K and 5K evaluations
 #     bash benchmarks/gpu.sh train        # fit steps/s, both Flickr30K presets
+#     bash benchmarks/gpu.sh train-bf16   # the same under mixed_bfloat16
 #     bash benchmarks/gpu.sh profile      # a JAX trace of the 1K matrix
 #
 # Each stage prints its table and copies it (and the trace) to $OUT.
 # SIZES overrides the sizes (e.g. SIZES=tiny to try the script on a CPU),
 # PYTHON the interpreter.
 set -euo pipefail
-stage=${1:?"usage: bash benchmarks/gpu.sh similarity|evaluate|train|profile"}
+stage=${1:?"usage: bash benchmarks/gpu.sh similarity|evaluate|train|train-bf16|profile"}
 out=${OUT:-/tmp/scan-keras-gpu}
 sizes=${SIZES:-1k 5k}
 python=${PYTHON:-python3}
@@ -44,6 +45,10 @@ case "$stage" in
         # Writes 8.6 GB of random features of Flickr30K's shape to /tmp.
         "$python" benchmarks/train_speed.py --preset f30k_t2i_avg f30k_i2t_avg \
             --workers 0 4 8 --tmp-dir /tmp | tee "$out/train.txt"
+        ;;
+    train-bf16)
+        "$python" benchmarks/train_speed.py --preset f30k_t2i_avg f30k_i2t_avg \
+            --dtype mixed_bfloat16 --workers 4 8 --tmp-dir /tmp | tee "$out/train-bf16.txt"
         ;;
     profile)
         "$python" - "$out/trace" ${sizes%% *} <<'EOF'

@@ -16,6 +16,7 @@ Data are random, of the real shapes by default (29000 images x 36 x 2048,
 captions of 8-20 words), written to a temporary folder first.
 
     KERAS_BACKEND=jax python benchmarks/train_speed.py              # GPU
+    KERAS_BACKEND=jax python benchmarks/train_speed.py --dtype mixed_bfloat16
     python benchmarks/train_speed.py --images 600 --embed-size 128 --steps 10  # CPU
 """
 
@@ -128,6 +129,10 @@ def main():
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 4])
+    parser.add_argument("--dtype", default=None,
+                        help="the model's dtype policy, e.g. mixed_bfloat16")
+    parser.add_argument("--product-dtype", default=None,
+                        help="the attention's product_dtype, e.g. bfloat16")
     parser.add_argument("--tmp-dir", default=None,
                         help="where to write the data (e.g. /dev/shm)")
     args = parser.parse_args()
@@ -155,6 +160,10 @@ def main():
             overrides = {"img_dim": args.img_dim}
             if args.embed_size:
                 overrides["embed_size"] = args.embed_size
+            if args.dtype:
+                overrides["dtype"] = args.dtype
+            if args.product_dtype:
+                overrides["product_dtype"] = args.product_dtype
             pipelines = {
                 workers: PairBatches(
                     split, vocabulary, batch_size=args.batch_size, seed=0,
@@ -194,7 +203,8 @@ def main():
     print(
         f"\nbackend {keras.backend.backend()}, keras {keras.__version__}, "
         f"batch {args.batch_size}, {args.images} x {args.regions} x {args.img_dim} "
-        f"features, embed {args.embed_size or 1024}"
+        f"features, embed {args.embed_size or 1024}, dtype {args.dtype or 'float32'}, "
+        f"product_dtype {args.product_dtype or 'the dtype'}"
     )
     print(f"{'preset':<14}{'data':<11}{'steps/s':>9}{'ms/step':>9}")
     for name, label, rate, ms in rows:

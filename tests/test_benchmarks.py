@@ -64,16 +64,18 @@ def test_script_prints_the_table():
         assert float(errors[attn, "scan-bf16"]) <= 3e-3
 
 
-def test_training_script_prints_the_table():
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_training_script_prints_the_table(dtype):
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "train_speed.py"),
          "--preset", "f30k_t2i_avg", "f30k_i2t_avg", "--images", "40", "--regions", "4",
          "--img-dim", "16", "--embed-size", "8", "--batch-size", "16",
-         "--steps", "4", "--warmup", "4", "--workers", "0", "2"],
+         "--steps", "4", "--warmup", "4", "--workers", "0", "2", "--dtype", dtype],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert f"dtype {dtype}," in result.stdout
     table = result.stdout[result.stdout.index("preset "):].splitlines()[1:]
     rows = [line.split() for line in table if not line.startswith("reader/N")]
     labels = ["in-memory", "on-device", "precomp/0", "precomp/2", "reader/0", "reader/2"]
