@@ -5,7 +5,7 @@
 Generates the built-in world at its default size (seed 0), trains every
 variant of `scan_keras.ablations.VARIANTS` with the demo's recipe
 (`scan_keras.demo.DEMO_PRESET`) and writes `notebooks/results/ablations.csv`
-(and `ablations.json`: the settings, machine and time). About 20 minutes on
+(and `ablations.json`: the settings, machine and time). About 15 minutes on
 2 CPU cores.
 """
 
