@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -42,11 +43,15 @@ def test_train_then_evaluate(data_dir, tmp_path):
         "train", "--preset", "f30k_i2t_avg", "--data-dir", data_dir,
         "--out", out, "--epochs", "1", "--batch-size", "40",
         "--embed-size", "16", "--word-dim", "8",
+        "--product-dtype", "bfloat16", "--torch-compile", "--workers", "0",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "best validation model" in done.stdout
     model = os.path.join(out, "model_best.keras")
-    assert os.path.exists(model)
+    # The options reach the saved model (a .keras file is a zip with its config).
+    with zipfile.ZipFile(model) as archive:
+        config = json.loads(archive.read("config.json"))["config"]
+    assert config["product_dtype"] == "bfloat16" and config["torch_compile"] is True
 
     report = str(tmp_path / "eval.json")
     done = scan_keras(
