@@ -255,6 +255,49 @@ def test_sums_in_pieces_match_reference(rng, cross_attn, raw_feature_norm, monke
     )
 
 
+@pytest.mark.parametrize("agg_func", ["mean", "logsumexp", "max"])
+@pytest.mark.parametrize("raw_feature_norm", ["clipped_l2norm", "softmax"])
+def test_i2t_region_major_layout_matches_reference(rng, agg_func, raw_feature_norm, monkeypatch):
+    # Compiled TensorFlow on a CPU lays i2t's large tensor out (I, R, C, W)
+    # instead of (C, W, I, R); here every backend does, in chunks of 3.
+    from scan_keras.layers import attention as module
+
+    batch = random_batch(rng, n_captions=7)
+    options = dict(
+        lambda_softmax=LAMBDA_SOFTMAX["i2t"], agg_func=agg_func,
+        raw_feature_norm=raw_feature_norm, chunk_size=3,
+    )
+    monkeypatch.setattr(module, "_i2t_layout", lambda: "cwir")
+    _, attention = run_masked(
+        StackedCrossAttention("i2t", **options), *batch, return_attention_scores=True
+    )
+    monkeypatch.setattr(module, "_i2t_layout", lambda: "ircw")
+    layer = StackedCrossAttention("i2t", **options)
+    sims = run_masked(layer, *batch)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(sims), reference_sims(*batch, layer), rtol=1e-5, atol=1e-6
+    )
+    check_same_attention(layer, attention, batch, rtol=1e-5)
+
+
+def test_i2t_layout_is_region_major_only_under_tensorflow_xla_on_a_cpu():
+    from scan_keras.layers import attention as module
+
+    assert module._i2t_layout() == "cwir"  # eagerly, on every backend
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        seen = []
+
+        @tf.function(jit_compile=True)
+        def traced():
+            seen.append(module._i2t_layout())  # runs once, while tracing
+            return tf.constant(0)
+
+        traced()
+        assert seen == ["ircw"]
+
+
 @pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
 def test_torch_compile_matches_reference(rng, cross_attn):
     # On PyTorch each chunk runs through torch.compile: 7 captions in
