@@ -204,7 +204,8 @@ def _i2t_layout():
     the `(C W, d) x (d, I R)` product about 7% slower than `(I R, d) x
     (d, C W)` (7.3 against 6.8 ms a chunk, 100 images), which costs more
     there than the transposes it saves: 1.28x the floor against 1.32x
-    (medians of 5 and 7 runs). Eagerly, the transposes cost more.
+    (medians of 13 and 7 runs, 100 images). Eagerly, the transposes cost
+    more.
     """
     if _sums_in_pieces() and not _on_accelerator():
         return "ircw"
@@ -595,39 +596,34 @@ class StackedCrossAttention(keras.layers.Layer):
             query_norm = safe_norm(ops.cast(captions, "float32"), axis=-1)[None]
             pool_mask = None if captions_mask is None else captions_mask[None]
             pool_axis = -1
-        elif i2t_layout == "ircw":
-            s = _region_word_scores(images, captions, "ircw", self.product_dtype)
-            region_mask = None if images_mask is None else images_mask[:, :, None, None]
-            word_mask = None if captions_mask is None else captions_mask[None, None]
-            # As below, with the axes of t2i: normalise across the regions
-            # (axis 1), then each region attends over the words (axis 3).
-            logits = self._logits(s, axis=1, mask=region_mask)
-            weights, total = self._unnormalised_softmax(logits, 3, word_mask)
-            dot = _sum(weights * s, axis=3)  # (I, R, C)
-            captions = ops.cast(captions, "float32")
-            gram = ops.matmul(captions, ops.swapaxes(captions, -1, -2))
-            h_e = ops.einsum("cvw,ircw->ircv", gram, weights)
-            quad = _sum(weights * h_e, axis=3)
-            query_norm = image_side[:, :, None]  # (I, R, 1)
-            pool_mask = None if images_mask is None else images_mask[:, :, None]
-            pool_axis = 1
         else:
-            s = _region_word_scores(images, captions, "cwir", self.product_dtype)
-            region_mask = None if images_mask is None else images_mask[None, None]
-            word_mask = None if captions_mask is None else captions_mask[:, :, None, None]
+            s = _region_word_scores(images, captions, i2t_layout, self.product_dtype)
+            if i2t_layout == "cwir":
+                # s is (C, W, I, R): regions on the last axis, words on axis 1.
+                region_axis, word_axis, pool_axis = -1, 1, -1
+                region_mask = None if images_mask is None else images_mask[None, None]
+                word_mask = None if captions_mask is None else captions_mask[:, :, None, None]
+                pool_mask = None if images_mask is None else images_mask[None]
+                query_norm = image_side[None]  # (1, I, R)
+                gram_product = "cvw,cwir->cvir"
+            else:
+                # s is (I, R, C, W), as for t2i: regions on axis 1, words last.
+                region_axis, word_axis, pool_axis = 1, 3, 1
+                region_mask = None if images_mask is None else images_mask[:, :, None, None]
+                word_mask = None if captions_mask is None else captions_mask[None, None]
+                pool_mask = None if images_mask is None else images_mask[:, :, None]
+                query_norm = image_side[:, :, None]  # (I, R, 1)
+                gram_product = "cvw,ircw->ircv"
             # Normalise across the regions for each word, then each region
-            # attends over the caption's words (axis 1).
-            logits = self._logits(s, axis=-1, mask=region_mask)
-            weights, total = self._unnormalised_softmax(logits, 1, word_mask)
-            dot = _sum(weights * s, axis=1)  # (C, I, R)
+            # attends over the caption's words.
+            logits = self._logits(s, axis=region_axis, mask=region_mask)
+            weights, total = self._unnormalised_softmax(logits, word_axis, word_mask)
+            dot = _sum(weights * s, axis=word_axis)  # (C, I, R) or (I, R, C)
             # H = E E^T, each caption's Gram matrix (C, W, W).
             captions = ops.cast(captions, "float32")
             gram = ops.matmul(captions, ops.swapaxes(captions, -1, -2))
-            h_e = ops.einsum("cvw,cwir->cvir", gram, weights)
-            quad = _sum(weights * h_e, axis=1)
-            query_norm = image_side[None]  # (1, I, R)
-            pool_mask = None if images_mask is None else images_mask[None]
-            pool_axis = -1
+            h_e = ops.einsum(gram_product, gram, weights)
+            quad = _sum(weights * h_e, axis=word_axis)
 
         # Eq. 3 / 7, cos = x.y / max(||x|| ||y||, eps), with both sides
         # multiplied by Z: (dot / Z) / max(|q| sqrt(quad) / Z, eps).
