@@ -47,6 +47,17 @@ def run_masked(layer, images, captions, image_lengths, caption_lengths, **kw):
     )
 
 
+def check_matches_reference(layer, batch, return_attention_scores=False):
+    """Runs `layer` on the masked `batch`, checks its scores against the
+    float64 reference and returns its outputs."""
+    outputs = run_masked(layer, *batch, return_attention_scores=return_attention_scores)
+    sims = outputs[0] if return_attention_scores else outputs
+    expected = reference_sims(*batch, layer)
+    assert sims.shape == expected.shape
+    np.testing.assert_allclose(ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6)
+    return outputs
+
+
 def check_same_attention(layer, attention, batch, rtol):
     """`layer`'s attention weights on `batch` equal `attention`."""
     _, got = run_masked(layer, *batch, return_attention_scores=True)
@@ -66,7 +77,6 @@ def test_reference_uses_the_same_option_names():
     list(itertools.product(CROSS_ATTNS, AGG_FUNCS, RAW_FEATURE_NORMS)),
 )
 def test_matches_float64_reference(rng, cross_attn, agg_func, raw_feature_norm):
-    images, captions, image_lengths, caption_lengths = random_batch(rng)
     layer = StackedCrossAttention(
         cross_attn=cross_attn,
         lambda_softmax=LAMBDA_SOFTMAX[cross_attn],
@@ -74,12 +84,7 @@ def test_matches_float64_reference(rng, cross_attn, agg_func, raw_feature_norm):
         lambda_lse=6.0,
         raw_feature_norm=raw_feature_norm,
     )
-    sims = run_masked(layer, images, captions, image_lengths, caption_lengths)
-    expected = reference_sims(images, captions, image_lengths, caption_lengths, layer)
-    assert sims.shape == expected.shape
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6
-    )
+    check_matches_reference(layer, random_batch(rng))
 
 
 @pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
@@ -151,15 +156,8 @@ def test_one_caption_per_chunk_matches_reference(
 ):
     # One caption against several images broadcasts a batch axis of size
     # 1, which TensorFlow's oneDNN batch matmul (2.21, CPU) got wrong.
-    images, captions, image_lengths, caption_lengths = random_batch(
-        rng, n_images=4, n_regions=10, n_captions=n_captions, n_words=7
-    )
-    layer = StackedCrossAttention(cross_attn, chunk_size=chunk_size)
-    sims = run_masked(layer, images, captions, image_lengths, caption_lengths)
-    expected = reference_sims(images, captions, image_lengths, caption_lengths, layer)
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6
-    )
+    batch = random_batch(rng, n_images=4, n_regions=10, n_captions=n_captions, n_words=7)
+    check_matches_reference(StackedCrossAttention(cross_attn, chunk_size=chunk_size), batch)
 
 
 @pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
@@ -204,25 +202,16 @@ def test_automatic_tiles_match_reference(rng, cross_attn, monkeypatch):
     monkeypatch.setattr(module, "_AUTO_CHUNK_ELEMENTS", {"accelerator": 600, "cpu": 600})
     monkeypatch.setattr(module, "_MIN_AUTO_CHUNK", 4)
     monkeypatch.setattr(module, "_TILED_CHUNK", 5)
-    images, captions, image_lengths, caption_lengths = random_batch(
-        rng, n_images=7, n_regions=5, n_captions=9, n_words=6
-    )
+    batch = random_batch(rng, n_images=7, n_regions=5, n_captions=9, n_words=6)
+    images, captions = batch[:2]
     layer = StackedCrossAttention(cross_attn, lambda_softmax=LAMBDA_SOFTMAX[cross_attn])
     assert layer._tiles(images.shape, captions.shape) == (4, 5)
-    sims, attention = run_masked(
-        layer, images, captions, image_lengths, caption_lengths,
-        return_attention_scores=True,
-    )
-    expected = reference_sims(images, captions, image_lengths, caption_lengths, layer)
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6
-    )
+    _, attention = check_matches_reference(layer, batch, return_attention_scores=True)
     # An explicit chunk_size covering all captions turns tiling off.
     whole = StackedCrossAttention(
         cross_attn, lambda_softmax=LAMBDA_SOFTMAX[cross_attn], chunk_size=9
     )
     assert whole._tiles(images.shape, captions.shape) == (None, 9)
-    batch = (images, captions, image_lengths, caption_lengths)
     check_same_attention(whole, attention, batch, rtol=1e-6)
 
 
@@ -236,17 +225,10 @@ def test_sums_in_pieces_match_reference(rng, cross_attn, raw_feature_norm, monke
 
     monkeypatch.setattr(module, "_sums_in_pieces", lambda: True)
     monkeypatch.setattr(module, "_SUM_PIECE", 3)
-    images, captions, image_lengths, caption_lengths = random_batch(
-        rng, n_regions=7, n_words=5
-    )
     layer = StackedCrossAttention(
         cross_attn, LAMBDA_SOFTMAX[cross_attn], raw_feature_norm=raw_feature_norm
     )
-    sims = run_masked(layer, images, captions, image_lengths, caption_lengths)
-    expected = reference_sims(images, captions, image_lengths, caption_lengths, layer)
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6
-    )
+    check_matches_reference(layer, random_batch(rng, n_regions=7, n_words=5))
     x = rng.normal(size=(2, 7, 5)).astype("float32")
     np.testing.assert_allclose(
         ops.convert_to_numpy(module._sum(ops.convert_to_tensor(x), axis=-2, keepdims=True)),
@@ -273,10 +255,7 @@ def test_i2t_region_major_layout_matches_reference(rng, agg_func, raw_feature_no
     )
     monkeypatch.setattr(module, "_i2t_layout", lambda: "ircw")
     layer = StackedCrossAttention("i2t", **options)
-    sims = run_masked(layer, *batch)
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(sims), reference_sims(*batch, layer), rtol=1e-5, atol=1e-6
-    )
+    check_matches_reference(layer, batch)
     check_same_attention(layer, attention, batch, rtol=1e-5)
 
 
@@ -311,15 +290,8 @@ def test_torch_compile_matches_reference(rng, cross_attn):
     eager = StackedCrossAttention(cross_attn, **options)
     on_torch = keras.backend.backend() == "torch"
     assert (compiled._chunk_scorer() != compiled._score) == on_torch
-    sims, attention = run_masked(
-        compiled, images, captions, image_lengths, caption_lengths,
-        return_attention_scores=True,
-    )
-    expected = reference_sims(images, captions, image_lengths, caption_lengths, compiled)
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(sims), expected, rtol=1e-5, atol=1e-6
-    )
     batch = (images, captions, image_lengths, caption_lengths)
+    _, attention = check_matches_reference(compiled, batch, return_attention_scores=True)
     check_same_attention(eager, attention, batch, rtol=1e-5)
     # Gradients flow through the compiled chunks as through the eager ones.
     images_mask = lengths_to_mask(image_lengths, images.shape[1])
