@@ -39,6 +39,11 @@ def compiled(model, name, fn):
     """
     if not compiles():
         return fn
+    if not model.built:
+        # Built inside the trace, the variables would be created with
+        # traced values, which outlive it (a later `get_weights` fails).
+        # SCAN's models build without input shapes.
+        model.build()
     cache = model.__dict__.get("_scan_keras_jit")
     if cache is None:
         cache = {}

@@ -250,3 +250,16 @@ def test_similarity_follows_new_weights_and_refuses_nan(rng):
     features[2, 1, 0] = np.nan
     with pytest.raises(ValueError, match="images 0-3 contain NaN"):
         model.similarity(features, TOKENS, verbose=0)
+
+
+def test_similarity_of_an_unbuilt_model_leaves_its_weights_readable(rng):
+    # Compiled (JAX), a model built inside the trace kept traced values
+    # in its new variables, and `get_weights` then failed.
+    model = SCAN(vocab_size=12, img_dim=IMG_DIM, embed_size=16, word_dim=8)
+    features = rng.normal(size=(4, N_REGIONS, IMG_DIM)).astype("float32")
+    sims = model.similarity(features, TOKENS, verbose=0)
+    weights = model.get_weights()
+    assert len(weights) == len(model.weights) and all(np.all(np.isfinite(w)) for w in weights)
+    np.testing.assert_allclose(
+        sims, reference_similarity(model, features, TOKENS), rtol=1e-5, atol=1e-6
+    )
