@@ -4,7 +4,9 @@
 # Keras wheels in .whl/ (../shared/README.md) carried along:
 #
 #     bash benchmarks/gpu.sh similarity   # 1K and 5K matrices, t2i and i2t
+#     bash benchmarks/gpu.sh pallas-tiles # the fused kernel's tiles, 1K
 #     bash benchmarks/gpu.sh evaluate     # whole 1K and 5K evaluations
+#     bash benchmarks/gpu.sh evaluate-pallas  # the same, kernel="pallas"
 #     bash benchmarks/gpu.sh train        # fit steps/s, both Flickr30K presets
 #     bash benchmarks/gpu.sh train-bf16   # the same under mixed_bfloat16
 #     bash benchmarks/gpu.sh profile      # a JAX trace of the 1K matrix
@@ -13,7 +15,7 @@
 # SIZES overrides the sizes (e.g. SIZES=tiny to try the script on a CPU),
 # PYTHON the interpreter.
 set -euo pipefail
-stage=${1:?"usage: bash benchmarks/gpu.sh similarity|evaluate|train|train-bf16|profile"}
+stage=${1:?"usage: bash benchmarks/gpu.sh similarity|pallas-tiles|evaluate|evaluate-pallas|train|train-bf16|profile"}
 out=${OUT:-/tmp/scan-keras-gpu}
 sizes=${SIZES:-1k 5k}
 python=${PYTHON:-python3}
@@ -34,12 +36,21 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
 case "$stage" in
     similarity)
         "$python" benchmarks/similarity.py --sizes $sizes --repeats 10 \
-            | tee "$out/similarity.txt"
+            --methods scan scan-bf16 pallas pallas-bf16 | tee "$out/similarity.txt"
         ;;
-    evaluate)
+    pallas-tiles)
+        # Images x words a tile, w: Triton warps (default 4).
+        "$python" benchmarks/similarity.py --sizes ${sizes%% *} --repeats 5 \
+            --literal-max-pairs 0 --methods pallas \
+            --pallas-tiles 4x128 8x64 8x128 4x64w8 8x128w8 16x64w8 \
+            | tee "$out/pallas-tiles.txt"
+        ;;
+    evaluate | evaluate-pallas)
+        kernel=portable
+        [ "$stage" = evaluate-pallas ] && kernel=pallas
         # The 5K split's features (1.5 GB) are written to /tmp first.
         "$python" benchmarks/similarity.py --sizes $sizes --evaluate-only \
-            --repeats 3 --tmp-dir /tmp | tee "$out/evaluate.txt"
+            --repeats 3 --tmp-dir /tmp --kernel $kernel | tee "$out/$stage.txt"
         ;;
     train)
         # Writes 8.6 GB of random features of Flickr30K's shape to /tmp.

@@ -12,7 +12,10 @@ For each size and each formulation (t2i, i2t) one run times:
 - `scan`: `StackedCrossAttention`, float32 (on PyTorch with
   `torch_compile=True` unless `--eager`);
 - `scan-bf16`: `StackedCrossAttention(product_dtype="bfloat16")`: bf16
-  operands of the product, float32 everywhere after it.
+  operands of the product, float32 everywhere after it;
+- `pallas`, `pallas-bf16` (JAX, with `--methods`): the same with
+  `kernel="pallas"`, one fused kernel; `--pallas-tiles 8x128w8` adds the
+  kernel with other tiles (images a tile x words a tile, Triton warps).
 
 and, with `--evaluate`, the whole evaluation of a SCAN model with random
 weights: `evaluate(model, split, "1k")` on a split written in the released
@@ -223,7 +226,16 @@ def floor_fn(n_images, n_regions, n_captions, n_words):
     return floor, n_captions / width
 
 
-def scan_fn(cross_attn, product_dtype=None):
+# label: (product_dtype, kernel) of the layer.
+LAYER_METHODS = {
+    "scan": (None, "portable"),
+    "scan-bf16": ("bfloat16", "portable"),
+    "pallas": (None, "pallas"),
+    "pallas-bf16": ("bfloat16", "pallas"),
+}
+
+
+def scan_fn(cross_attn, product_dtype=None, kernel="portable"):
     from scan_keras.layers import StackedCrossAttention
 
     layer = StackedCrossAttention(
@@ -231,8 +243,33 @@ def scan_fn(cross_attn, product_dtype=None):
         lambda_softmax=LAMBDA_SOFTMAX[cross_attn],
         product_dtype=product_dtype,
         torch_compile=not EAGER,
+        kernel=kernel,
     )
     return lambda images, captions: layer(images, captions)
+
+
+def parse_tiles(text):
+    """`"8x128"` or `"8x128w8"` -> the kernel's `tiles` (see
+    `pallas_attention.similarities`)."""
+    shape, _, warps = text.partition("w")
+    images, columns = (int(n) for n in shape.split("x"))
+    tiles = {"images_per_block": images, "columns": columns}
+    if warps:
+        tiles["num_warps"] = int(warps)
+    return tiles
+
+
+def pallas_tiles_fn(cross_attn, tiles):
+    """The fused kernel with other tiles than the layer's."""
+    from scan_keras.layers import pallas_attention
+
+    def scores(images, captions):
+        return pallas_attention.similarities(
+            images, captions, cross_attn=cross_attn,
+            lambda_softmax=LAMBDA_SOFTMAX[cross_attn], tiles=tiles,
+        )
+
+    return scores
 
 
 def literal_fn(cross_attn, n_images, n_regions, n_words, dim, budget=2**26):
@@ -293,9 +330,12 @@ def bench_matrix(size, n_images, n_captions, args, rows_out):
     floor, floor_scale = floor_fn(n_images, args.regions, n_captions, args.words)
     methods = {"floor": floor}
     for cross_attn in args.cross_attn:
-        for label, dtype in (("scan", None), ("scan-bf16", "bfloat16")):
-            if label in args.methods:
-                methods[cross_attn, label] = scan_fn(cross_attn, dtype)
+        for label in args.methods:
+            methods[cross_attn, label] = scan_fn(cross_attn, *LAYER_METHODS[label])
+        for text in args.pallas_tiles:
+            methods[cross_attn, f"pallas {text}"] = pallas_tiles_fn(
+                cross_attn, parse_tiles(text)
+            )
     timings = time_side_by_side(methods, (images, captions), args.repeats)
     floor_seconds, floor_memory, _ = timings.pop("floor")
     floor_seconds *= floor_scale
@@ -313,10 +353,10 @@ def bench_matrix(size, n_images, n_captions, args, rows_out):
             results.append(
                 ("literal", seconds, memory, relative_error(out, reference, rows, cols))
             )
-        for label in ("scan", "scan-bf16"):
-            if (cross_attn, label) not in timings:
+        for key, (seconds, memory, out) in timings.items():
+            if key[0] != cross_attn:
                 continue
-            seconds, memory, out = timings[cross_attn, label]
+            label = key[1]
             results.append(
                 (label, seconds, memory, relative_error(out, reference, rows, cols))
             )
@@ -338,7 +378,15 @@ def time_side_by_side(fns, args, repeats):
     CI machine the floor alone drifted by 15% between runs). Returns
     `{name: (median seconds, memory, output of the warm-up call)}`.
     """
-    compiled = {name: compile_fn(fn, *args) for name, fn in fns.items()}
+    compiled = {}
+    for name, fn in fns.items():
+        try:
+            compiled[name] = compile_fn(fn, *args)
+        except Exception as error:  # noqa: BLE001
+            # One method that does not compile (a kernel on a new GPU)
+            # must not cost the others' rows.
+            print(f"{name}: failed to compile: {type(error).__name__}: "
+                  f"{str(error)[:500]}", flush=True)
     return _interleaved(compiled, args, repeats)
 
 
@@ -366,7 +414,8 @@ def bench_evaluation(size, n_images, args, rows_out):
             keras.utils.set_random_seed(0)
             preset = get_preset(f"f30k_{cross_attn}_avg")
             model = SCAN.from_preset(
-                preset, vocabulary=vocabulary, torch_compile=not EAGER
+                preset, vocabulary=vocabulary, torch_compile=not EAGER,
+                kernel=args.kernel,
             )
             model.build()
 
@@ -425,7 +474,11 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=["cpu"], choices=SIZES)
     parser.add_argument("--cross-attn", nargs="+", default=["t2i", "i2t"])
     parser.add_argument("--methods", nargs="+", default=["scan", "scan-bf16"],
-                        help="which of scan, scan-bf16 to time")
+                        choices=LAYER_METHODS,
+                        help="which versions of the layer to time")
+    parser.add_argument("--pallas-tiles", nargs="*", default=[],
+                        help="also time the fused kernel with these tiles, "
+                        "e.g. 8x128 or 8x128w8 (JAX)")
     parser.add_argument("--regions", type=int, default=36)
     parser.add_argument("--words", type=int, default=12)
     parser.add_argument("--dim", type=int, default=1024)
@@ -436,6 +489,8 @@ def main():
                         help="also time the whole evaluation of a model")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="time the evaluation alone (no matrix rows)")
+    parser.add_argument("--kernel", default="portable", choices=("portable", "pallas"),
+                        help="the attention kernel of the evaluated model")
     parser.add_argument("--tmp-dir", default=None)
     parser.add_argument("--eager", action="store_true",
                         help="run eagerly: TensorFlow without XLA, "

@@ -102,6 +102,9 @@ class SCAN(keras.Model):
             through `torch.compile` (see `StackedCrossAttention`): faster
             scoring of whole test sets, a few seconds of compilation per
             shape. Ignored by the other backends.
+        kernel: `"portable"` or, on JAX (meant for GPUs), `"pallas"`: the
+            attention's scores from one fused kernel (see
+            `StackedCrossAttention`).
         **kwargs: `keras.Model` keyword arguments, such as `name`.
 
     Call arguments:
@@ -149,6 +152,7 @@ class SCAN(keras.Model):
         max_violation: bool = True,
         product_dtype: str | None = None,
         torch_compile: bool = False,
+        kernel: str = "portable",
         **kwargs,
     ):
         vocabulary = _as_vocabulary(vocabulary)
@@ -193,6 +197,7 @@ class SCAN(keras.Model):
             raw_feature_norm=raw_feature_norm,
             product_dtype=product_dtype,
             torch_compile=torch_compile,
+            kernel=kernel,
         )
         self.contrastive_loss = ContrastiveLoss(
             margin=margin, max_violation=max_violation
@@ -216,6 +221,7 @@ class SCAN(keras.Model):
                 "raw_feature_norm",
                 "product_dtype",
                 "torch_compile",
+                "kernel",
             )
         }
 

@@ -91,7 +91,9 @@ def test_training_script_prints_the_table(dtype):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the GPU runbook is JAX's")
-@pytest.mark.parametrize("stage", ["similarity", "evaluate", "profile"])
+@pytest.mark.parametrize(
+    "stage", ["similarity", "pallas-tiles", "evaluate", "evaluate-pallas", "profile"]
+)
 def test_gpu_runbook_runs_a_stage(tmp_path, stage):
     # The stages the lent GPU machine runs, at the tiny size on this CPU
     # (`train` has no tiny size: it writes Flickr30K-sized features).
@@ -104,9 +106,15 @@ def test_gpu_runbook_runs_a_stage(tmp_path, stage):
     assert "keras 3." in (tmp_path / "versions.txt").read_text()
     if stage == "similarity":
         table = (tmp_path / "similarity.txt").read_text()
-        assert "| tiny | 20x100 | i2t | scan-bf16 |" in table
-    elif stage == "evaluate":
-        table = (tmp_path / "evaluate.txt").read_text()
+        for method in ("scan-bf16", "pallas", "pallas-bf16"):
+            assert f"| tiny | 20x100 | i2t | {method} |" in table
+    elif stage == "pallas-tiles":
+        table = (tmp_path / "pallas-tiles.txt").read_text()
+        for method in ("pallas", "pallas 8x128w8", "pallas 16x64w8"):
+            assert f"| tiny | 20x100 | t2i | {method} |" in table
+        assert "failed" not in table
+    elif stage.startswith("evaluate"):
+        table = (tmp_path / f"{stage}.txt").read_text()
         for attn in ("t2i", "i2t"):
             assert f"| tiny | 20x100 | {attn} | evaluate |" in table
         assert "| scan |" not in table

@@ -40,6 +40,7 @@ from scan_keras.layers.validation import (
 CROSS_ATTNS = ("t2i", "i2t")
 AGG_FUNCS = ("mean", "logsumexp", "max", "sum")
 PRODUCT_DTYPES = ("float32", "bfloat16", "float16")
+KERNELS = ("portable", "pallas")
 
 # Automatic chunking keeps each (images, regions, captions, words) tensor
 # under this many elements. On a GPU, 2**25 (128 MiB in float32, a few such
@@ -341,6 +342,13 @@ class StackedCrossAttention(keras.layers.Layer):
             (on a CPU, 1.25x the product's time -> 1.1x) at the price of a
             compilation of a few seconds per chunk shape. Other backends
             compile whole functions already (`jax.jit`, XLA) and ignore it.
+        kernel: `"portable"` (`keras.ops`, every backend) or `"pallas"`:
+            on JAX, one fused Pallas (Triton) kernel per tile of images x
+            captions, which never writes the region-word scores to memory
+            (`pallas_attention.py`). It computes the l1 and l2 norms with
+            `lambda_softmax <= 20`; gradients, and the attention weights
+            (`return_attention_scores=True`), come from the portable path.
+            Meant for GPUs; on a CPU it runs in Pallas' slow interpreter.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -385,6 +393,7 @@ class StackedCrossAttention(keras.layers.Layer):
         chunk_size: int | None = None,
         product_dtype: str | None = None,
         torch_compile: bool = False,
+        kernel: str = "portable",
         **kwargs,
     ):
         check_choice("cross_attn", cross_attn, CROSS_ATTNS)
@@ -414,6 +423,24 @@ class StackedCrossAttention(keras.layers.Layer):
                 "Expected `torch_compile` to be True or False. "
                 f"Received: torch_compile={torch_compile!r}"
             )
+        check_choice("kernel", kernel, KERNELS)
+        if kernel == "pallas":
+            if keras.backend.backend() != "jax":
+                raise ValueError(
+                    "kernel='pallas' needs the JAX backend. "
+                    f"Received: kernel={kernel!r} with the "
+                    f"{keras.backend.backend()} backend"
+                )
+            try:
+                from jax.experimental.pallas import triton  # noqa: F401
+
+                from scan_keras.layers import pallas_attention
+            except ImportError as error:
+                raise ValueError(
+                    "kernel='pallas' needs a JAX with Pallas' Triton backend "
+                    f"(jax.experimental.pallas.triton): {error}"
+                ) from error
+            pallas_attention.check_supported(raw_feature_norm, lambda_softmax)
         super().__init__(**kwargs)
         self.cross_attn = cross_attn
         self.lambda_softmax = float(lambda_softmax)
@@ -424,6 +451,7 @@ class StackedCrossAttention(keras.layers.Layer):
         self.chunk_size = chunk_size
         self.product_dtype = product_dtype
         self.torch_compile = torch_compile
+        self.kernel = kernel
 
     def build(self, images_shape, captions_shape):
         self._check_shapes(images_shape, captions_shape)
@@ -481,7 +509,51 @@ class StackedCrossAttention(keras.layers.Layer):
         if captions_mask is not None:
             check_mask(captions_mask, captions.shape, "captions_mask")
             captions_mask = ops.cast(captions_mask, "bool")
+        if self.kernel == "pallas" and not return_attention_scores:
+            return self._fused(images, captions, images_mask, captions_mask)
+        return self._portable(
+            images, captions, images_mask, captions_mask, return_attention_scores
+        )
 
+    def _fused(self, images, captions, images_mask, captions_mask):
+        """The scores from the fused Pallas kernel, with the portable path's
+        gradients."""
+        from scan_keras.layers import pallas_attention
+
+        def mask(m, x):
+            if m is None:
+                return ops.ones(x.shape[:2], "float32")
+            return ops.cast(m, "float32")
+
+        def fused(images, captions, images_mask, captions_mask):
+            return pallas_attention.similarities(
+                images,
+                captions,
+                images_mask,
+                captions_mask,
+                cross_attn=self.cross_attn,
+                lambda_softmax=self.lambda_softmax,
+                agg_func=self.agg_func,
+                lambda_lse=self.lambda_lse,
+                raw_feature_norm=self.raw_feature_norm,
+                eps=self.eps,
+                product_dtype=self.product_dtype,
+            )
+
+        def portable(images, captions, images_mask, captions_mask):
+            return self._portable(
+                images, captions, images_mask > 0, captions_mask > 0, False
+            )
+
+        scores = pallas_attention.with_portable_gradients(fused, portable)(
+            images, captions, mask(images_mask, images), mask(captions_mask, captions)
+        )
+        return ops.cast(scores, self.compute_dtype)
+
+    def _portable(
+        self, images, captions, images_mask, captions_mask, return_attention_scores
+    ):
+        """The scores (and attention weights) in `keras.ops`, by chunks."""
         if images_mask is not None:
             # Padded regions become zero vectors: zero similarities, so
             # they drop out of the norms of Eq. 5 (see `_score`).
@@ -754,6 +826,7 @@ class StackedCrossAttention(keras.layers.Layer):
                 "chunk_size": self.chunk_size,
                 "product_dtype": self.product_dtype,
                 "torch_compile": self.torch_compile,
+                "kernel": self.kernel,
             }
         )
         return config

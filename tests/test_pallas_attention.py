@@ -1,0 +1,278 @@
+"""The fused Pallas kernel (`kernel="pallas"`) against the float64 reference
+and the portable layer. On a CPU the kernel runs in Pallas' interpreter;
+whether it lowers to Triton for a GPU is checked without one."""
+
+import functools
+import itertools
+
+import keras
+import numpy as np
+import pytest
+import reference
+from helpers import (
+    check_config_round_trip,
+    input_gradients,
+    lengths_to_mask,
+    random_batch,
+)
+from keras import ops
+
+from scan_keras.layers import StackedCrossAttention
+
+on_jax = pytest.mark.skipif(keras.backend.backend() != "jax", reason="Pallas is JAX's")
+LAMBDA_SOFTMAX = {"t2i": 9.0, "i2t": 4.0}
+
+
+def fused_batch(rng, n_regions=10):
+    # 5 images and 7 captions fill no tile; 11 words pad to 16; 10 regions
+    # pad to 12 = 8 + 4; 37 features pad to 40 in steps of 8.
+    return random_batch(
+        rng, n_images=5, n_regions=n_regions, n_captions=7, n_words=11, dim=37
+    )
+
+
+def reference_sims(batch, **config):
+    images, captions, image_lengths, caption_lengths = batch
+    return reference.similarity_matrix(
+        images,
+        captions,
+        image_lengths,
+        caption_lengths,
+        cross_attn=config["cross_attn"],
+        lambda_softmax=config["lambda_softmax"],
+        agg_func=config["agg_func"],
+        lambda_lse=6.0,
+        raw_norm=config["raw_feature_norm"],
+        eps=1e-8,
+    )
+
+
+def fused_sims(batch, tiles=None, **config):
+    from scan_keras.layers import pallas_attention
+
+    images, captions, image_lengths, caption_lengths = batch
+    sims = pallas_attention.similarities(
+        images,
+        captions,
+        lengths_to_mask(image_lengths, images.shape[1]),
+        lengths_to_mask(caption_lengths, captions.shape[1]),
+        tiles={"k_block": 8, **(tiles or {})},
+        **config,
+    )
+    return np.asarray(sims)
+
+
+CASES = [
+    *itertools.product(
+        ("t2i", "i2t"), ("mean", "logsumexp", "max", "sum"), ("clipped_l2norm",)
+    ),
+    *itertools.product(
+        ("t2i", "i2t"), ("mean",), ("l2norm", "l1norm", "clipped_l1norm")
+    ),
+]
+
+
+@on_jax
+@pytest.mark.parametrize("cross_attn,agg_func,raw_feature_norm", CASES)
+def test_fused_kernel_matches_float64_reference(
+    rng, cross_attn, agg_func, raw_feature_norm
+):
+    batch = fused_batch(rng)
+    config = dict(
+        cross_attn=cross_attn,
+        lambda_softmax=LAMBDA_SOFTMAX[cross_attn],
+        agg_func=agg_func,
+        raw_feature_norm=raw_feature_norm,
+    )
+    np.testing.assert_allclose(
+        fused_sims(batch, **config),
+        reference_sims(batch, **config),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@on_jax
+@pytest.mark.parametrize("cross_attn", ["t2i", "i2t"])
+@pytest.mark.parametrize(
+    "tiles", [{"images_per_block": 8, "columns": 128}, {"columns": 8}]
+)
+def test_fused_kernel_tiles_and_paper_regions(rng, cross_attn, tiles):
+    # 36 regions (the paper's) split as 32 + 4; other tile shapes, one of
+    # them narrower than a caption (one caption a tile).
+    batch = fused_batch(rng, n_regions=36)
+    config = dict(
+        cross_attn=cross_attn,
+        lambda_softmax=LAMBDA_SOFTMAX[cross_attn],
+        agg_func="logsumexp",
+        raw_feature_norm="clipped_l2norm",
+    )
+    np.testing.assert_allclose(
+        fused_sims(batch, tiles, **config),
+        reference_sims(batch, **config),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@on_jax
+def test_region_parts_are_powers_of_two_covering_the_padded_regions():
+    from scan_keras.layers.pallas_attention import region_parts
+
+    assert region_parts(36) == (32, 4)
+    assert region_parts(10) == (8, 4)
+    assert region_parts(100) == (64, 32, 4)
+    assert region_parts(1) == (4,)
+
+
+@on_jax
+@pytest.mark.parametrize("cross_attn", ["t2i", "i2t"])
+def test_layer_with_pallas_kernel_scores_and_differentiates_as_portable(
+    rng, cross_attn
+):
+    images, captions, image_lengths, caption_lengths = random_batch(
+        rng, n_images=3, n_regions=7, n_captions=5, n_words=6, dim=16
+    )
+    images_mask = lengths_to_mask(image_lengths, images.shape[1])
+    captions_mask = lengths_to_mask(caption_lengths, captions.shape[1])
+    weights = rng.normal(size=(3, 5)).astype("float32")
+    results = {}
+    for kernel in ("portable", "pallas"):
+        layer = StackedCrossAttention(
+            cross_attn, LAMBDA_SOFTMAX[cross_attn], agg_func="logsumexp", kernel=kernel
+        )
+
+        def weighted(images, captions, layer=layer):
+            sims = layer(
+                images, captions, images_mask=images_mask, captions_mask=captions_mask
+            )
+            return sims * weights
+
+        sims = ops.convert_to_numpy(weighted(images, captions)) / weights
+        results[kernel] = (sims, *input_gradients(weighted, images, captions))
+    expected = reference.similarity_matrix(
+        images,
+        captions,
+        image_lengths,
+        caption_lengths,
+        cross_attn=cross_attn,
+        lambda_softmax=LAMBDA_SOFTMAX[cross_attn],
+        agg_func="logsumexp",
+        lambda_lse=6.0,
+        raw_norm="clipped_l2norm",
+        eps=1e-8,
+    )
+    np.testing.assert_allclose(results["pallas"][0], expected, rtol=1e-5, atol=1e-6)
+    for got, want in zip(results["pallas"][1:], results["portable"][1:]):
+        assert np.abs(want).max() > 0
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@on_jax
+def test_layer_with_pallas_kernel_under_jit_and_bfloat16_products(rng):
+    import jax
+
+    images, captions, image_lengths, caption_lengths = fused_batch(rng)
+    masks = dict(
+        images_mask=lengths_to_mask(image_lengths, images.shape[1]),
+        captions_mask=lengths_to_mask(caption_lengths, captions.shape[1]),
+    )
+    sims = {}
+    for kernel in ("portable", "pallas"):
+        layer = StackedCrossAttention("t2i", product_dtype="bfloat16", kernel=kernel)
+        sims[kernel] = np.asarray(
+            jax.jit(functools.partial(layer, **masks))(images, captions)
+        )
+    # Both multiply the same bfloat16 operands into float32 sums.
+    np.testing.assert_allclose(sims["pallas"], sims["portable"], rtol=1e-5, atol=1e-6)
+
+
+@on_jax
+def test_attention_weights_with_pallas_kernel_come_from_the_portable_path(rng):
+    batch = random_batch(rng)
+    images, captions, image_lengths, caption_lengths = batch
+    masks = dict(
+        images_mask=lengths_to_mask(image_lengths, images.shape[1]),
+        captions_mask=lengths_to_mask(caption_lengths, captions.shape[1]),
+    )
+    fused = StackedCrossAttention("i2t", 4.0, kernel="pallas")
+    portable = StackedCrossAttention("i2t", 4.0)
+    got = fused(images, captions, return_attention_scores=True, **masks)
+    want = portable(images, captions, return_attention_scores=True, **masks)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-6
+        )
+
+
+@on_jax
+@pytest.mark.parametrize("cross_attn", ["t2i", "i2t"])
+@pytest.mark.parametrize("product_dtype", [None, "bfloat16"])
+@pytest.mark.parametrize("tiles", [None, {"images_per_block": 8, "columns": 128}])
+def test_fused_kernel_lowers_to_triton_for_a_gpu(cross_attn, product_dtype, tiles):
+    # Lowering builds the Triton IR on this machine, GPU or not, and meets
+    # Triton's rules (every tile size a power of two, 2-D products) that
+    # the interpreter does not enforce.
+    import jax
+    import jax.numpy as jnp
+
+    from scan_keras.layers import pallas_attention
+
+    scores = jax.jit(
+        functools.partial(
+            pallas_attention.similarities,
+            cross_attn=cross_attn,
+            agg_func="logsumexp",
+            product_dtype=product_dtype,
+            tiles=tiles,
+            interpret=False,
+        )
+    )
+    shapes = [
+        ((8, 36, 1024), "float32"),
+        ((16, 12, 1024), "float32"),
+        ((8, 36), "bool"),
+        ((16, 12), "bool"),
+    ]
+    lowered = scores.trace(
+        *[jax.ShapeDtypeStruct(s, jnp.dtype(t)) for s, t in shapes]
+    ).lower(lowering_platforms=("cuda",))
+    assert "xla.gpu.triton" in lowered.as_text()
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"kernel": "fused"}, "kernel"),
+        ({"kernel": "pallas", "raw_feature_norm": "softmax"}, "raw_feature_norm"),
+        ({"kernel": "pallas", "lambda_softmax": 50.0}, "lambda_softmax"),
+    ],
+)
+def test_pallas_kernel_rejects_what_it_does_not_compute(kwargs, message):
+    if keras.backend.backend() != "jax" and kwargs["kernel"] == "pallas":
+        message = "JAX backend"
+    with pytest.raises(ValueError, match=message):
+        StackedCrossAttention("t2i", **{"lambda_softmax": 9.0, **kwargs})
+
+
+@on_jax
+def test_pallas_kernel_config_round_trip():
+    layer = StackedCrossAttention("i2t", 4.0, kernel="pallas")
+    assert check_config_round_trip(layer).kernel == "pallas"
+
+
+@on_jax
+def test_scan_model_with_pallas_kernel_scores_as_portable(rng):
+    from scan_keras.models import SCAN
+
+    portable = SCAN(vocab_size=20, img_dim=16, embed_size=32, word_dim=8)
+    features = rng.random((6, 5, 16)).astype("float32")
+    token_ids = rng.integers(1, 20, size=(9, 7))
+    token_ids[3, 4:] = 0  # a shorter caption
+    want = ops.convert_to_numpy(portable.similarity(features, token_ids))
+    fused = SCAN.from_config({**portable.get_config(), "kernel": "pallas"})
+    fused.build()
+    fused.set_weights(portable.get_weights())
+    assert fused.attention.kernel == "pallas"
+    got = ops.convert_to_numpy(fused.similarity(features, token_ids))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
