@@ -14,8 +14,8 @@ For each size and each formulation (t2i, i2t) one run times:
 - `scan-bf16`: `StackedCrossAttention(product_dtype="bfloat16")`: bf16
   operands of the product, float32 everywhere after it;
 - `pallas`, `pallas-bf16` (JAX, with `--methods`): the same with
-  `kernel="pallas"`, one fused kernel; `--pallas-tiles 8x128w8` adds the
-  kernel with other tiles (images a tile x words a tile, Triton warps).
+  `kernel="pallas"`, one fused kernel; `--pallas-tiles 4x32w8` adds the
+  kernel with other tiles (images x words a tile, Triton warps).
 
 and, with `--evaluate`, the whole evaluation of a SCAN model with random
 weights: `evaluate(model, split, "1k")` on a split written in the released
@@ -248,20 +248,11 @@ def scan_fn(cross_attn, product_dtype=None, kernel="portable"):
     return lambda images, captions: layer(images, captions)
 
 
-def parse_tiles(text):
-    """`"8x128"` or `"8x128w8"` -> the kernel's `tiles` (see
-    `pallas_attention.similarities`)."""
-    shape, _, warps = text.partition("w")
-    images, columns = (int(n) for n in shape.split("x"))
-    tiles = {"images_per_block": images, "columns": columns}
-    if warps:
-        tiles["num_warps"] = int(warps)
-    return tiles
-
-
-def pallas_tiles_fn(cross_attn, tiles):
-    """The fused kernel with other tiles than the layer's."""
+def pallas_tiles_fn(cross_attn, text):
+    """The fused kernel with other tiles than the layer's (`"8x64w8"`)."""
     from scan_keras.layers import pallas_attention
+
+    tiles = pallas_attention.parse_tiles(text)
 
     def scores(images, captions):
         return pallas_attention.similarities(
@@ -333,9 +324,7 @@ def bench_matrix(size, n_images, n_captions, args, rows_out):
         for label in args.methods:
             methods[cross_attn, label] = scan_fn(cross_attn, *LAYER_METHODS[label])
         for text in args.pallas_tiles:
-            methods[cross_attn, f"pallas {text}"] = pallas_tiles_fn(
-                cross_attn, parse_tiles(text)
-            )
+            methods[cross_attn, f"pallas {text}"] = pallas_tiles_fn(cross_attn, text)
     timings = time_side_by_side(methods, (images, captions), args.repeats)
     floor_seconds, floor_memory, _ = timings.pop("floor")
     floor_seconds *= floor_scale
@@ -478,7 +467,7 @@ def main():
                         help="which versions of the layer to time")
     parser.add_argument("--pallas-tiles", nargs="*", default=[],
                         help="also time the fused kernel with these tiles, "
-                        "e.g. 8x128 or 8x128w8 (JAX)")
+                        "e.g. 4x32, 4x32w8 or 4x32w8s3 (JAX)")
     parser.add_argument("--regions", type=int, default=36)
     parser.add_argument("--words", type=int, default=12)
     parser.add_argument("--dim", type=int, default=1024)

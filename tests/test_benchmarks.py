@@ -110,7 +110,7 @@ def test_gpu_runbook_runs_a_stage(tmp_path, stage):
             assert f"| tiny | 20x100 | i2t | {method} |" in table
     elif stage == "pallas-tiles":
         table = (tmp_path / "pallas-tiles.txt").read_text()
-        for method in ("pallas", "pallas 8x128w8", "pallas 16x64w8"):
+        for method in ("pallas", "pallas 4x32w4", "pallas 4x64w8s3", "pallas 8x64w8"):
             assert f"| tiny | 20x100 | t2i | {method} |" in table
         assert "failed" not in table
     elif stage.startswith("evaluate"):
@@ -138,3 +138,23 @@ def test_floor_too_large_for_memory_is_timed_on_a_slice(rng, monkeypatch):
                                      ops.convert_to_tensor(captions)))
     expected = images.reshape(21, 16).astype(np.float64) @ captions[:4].reshape(20, 16).T
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="Pallas is JAX's")
+def test_kernel_resources_script_lowers_every_tile():
+    # The Triton IR alone here; compiling it needs the `triton` package.
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "kernel_resources.py"),
+         "--ir-only", "--tiles", "4x32w4", "8x64w8", "--images", "40",
+         "--captions", "64"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()[2:]]
+    assert [(r[0].strip(), r[1].strip(), r[2].strip()) for r in rows] == [
+        (tiles, dtype, attn)
+        for tiles in ("4x32w4", "8x64w8")
+        for dtype in ("float32", "bfloat16")
+        for attn in ("t2i", "i2t")
+    ]
+    assert all(int(r[3]) > 100 for r in rows)  # lines of Triton IR

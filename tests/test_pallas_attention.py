@@ -116,6 +116,40 @@ def test_fused_kernel_tiles_and_paper_regions(rng, cross_attn, tiles):
 
 
 @on_jax
+@pytest.mark.parametrize("n_images,n_captions,group", [(27, 16, 4), (40, 20, 8)])
+def test_fused_kernel_walks_image_tiles_in_groups(rng, n_images, n_captions, group):
+    # 27 images are 7 tiles of 4: no divisor of 7 near 4, so a group of 4
+    # and a padded tile; 40 images are 10 tiles, walked in groups of 5.
+    # The caption tiles (4 captions each) are as many as a group's image
+    # tiles, or a multiple: every mistake in the walk then misses a tile.
+    batch = random_batch(
+        rng, n_images=n_images, n_regions=5, n_captions=n_captions, n_words=4, dim=8
+    )
+    config = {
+        "cross_attn": "t2i",
+        "lambda_softmax": 9.0,
+        "agg_func": "mean",
+        "raw_feature_norm": "clipped_l2norm",
+    }
+    np.testing.assert_allclose(
+        fused_sims(batch, {"group": group, "columns": 32}, **config),
+        reference_sims(batch, **config),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@on_jax
+def test_group_of_image_tiles_avoids_padding_when_it_can():
+    from scan_keras.layers.pallas_attention import _group
+
+    assert _group(250, 8) == 5  # 1,000 images in tiles of 4
+    assert _group(7, 4) == 4  # padded to 8 tiles
+    assert _group(3, 8) == 3
+    assert _group(256, 8) == 8
+
+
+@on_jax
 def test_region_parts_are_powers_of_two_covering_the_padded_regions():
     from scan_keras.layers.pallas_attention import region_parts
 
@@ -276,3 +310,18 @@ def test_scan_model_with_pallas_kernel_scores_as_portable(rng):
     assert fused.attention.kernel == "pallas"
     got = ops.convert_to_numpy(fused.similarity(features, token_ids))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@on_jax
+def test_tiles_written_short():
+    from scan_keras.layers.pallas_attention import parse_tiles
+
+    assert parse_tiles("4x64") == {"images_per_block": 4, "columns": 64}
+    assert parse_tiles("8x32w8s3") == {
+        "images_per_block": 8,
+        "columns": 32,
+        "num_warps": 8,
+        "num_stages": 3,
+    }
+    with pytest.raises(ValueError, match="4x64w8"):
+        parse_tiles("4-64")

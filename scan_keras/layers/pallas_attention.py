@@ -40,9 +40,40 @@ _LARGE_NEGATIVE = -1e9
 
 # Tile shapes: the starting point for tuning on the GPU (`benchmarks/gpu.sh
 # pallas-tiles` sweeps them). The smallest region part is 4 rows, and a Triton
-# product needs at least 16: hence at least 4 images a tile.
-DEFAULT_TILES = {"images_per_block": 4, "columns": 64, "k_block": 32}
+# product needs at least 16: hence at least 4 images a tile. Compiled for an
+# H100 (sm_90) by Triton 3.9 without a GPU, t2i at 4 images x 64 words takes
+# 245 registers a thread with 8 warps and spills none (4 warps spill 1 KB);
+# 8 images a tile would need 256 KB of shared memory (the tile's block-
+# diagonal Gram matrix is an operand), more than an H100 has.
+DEFAULT_TILES = {
+    "images_per_block": 4,
+    "columns": 64,
+    "k_block": 32,
+    "group": 8,
+    "num_warps": 8,
+    "num_stages": 2,
+}
 _REGION_MULTIPLE = 4
+
+
+def parse_tiles(text):
+    """Tiles written short, as the benchmarks take them: `"4x64"` (images x
+    words a tile), `"4x64w8"` (and 8 Triton warps), `"4x64w8s3"` (and 3
+    pipeline stages)."""
+    shape, _, rest = text.partition("w")
+    warps, _, stages = rest.partition("s")
+    try:
+        images, columns = (int(n) for n in shape.split("x"))
+        tiles = {"images_per_block": images, "columns": columns}
+        if warps:
+            tiles["num_warps"] = int(warps)
+        if stages:
+            tiles["num_stages"] = int(stages)
+    except ValueError:
+        raise ValueError(
+            f"Expected tiles such as '4x64', '4x64w8' or '4x64w8s3'. Received: {text!r}"
+        ) from None
+    return tiles
 
 
 def _next_power_of_two(n):
@@ -202,6 +233,17 @@ def _kernel(*refs, cross_attn, parts, ti, tc, wp, n_k, k_block, config, precisio
     out_ref[...] = scores.astype(out_ref.dtype)
 
 
+def _group(n_tiles, group):
+    """Image tiles a group (see `similarities`): `group`, or a divisor of
+    `n_tiles` not below half of it (no padding), and never above `n_tiles`."""
+    if group >= n_tiles:
+        return n_tiles
+    for divisor in range(group, (group + 1) // 2 - 1, -1):
+        if n_tiles % divisor == 0:
+            return divisor
+    return group
+
+
 def _block_diagonal(blocks, group):
     """`(n, p, q)` blocks -> `(n p, group q)`: each run of `group` blocks as
     one block-diagonal matrix, the runs stacked."""
@@ -261,8 +303,9 @@ def similarities(
             `FUSED_NORMS` and `lambda_softmax` at most 20.
         tiles: overrides of `DEFAULT_TILES` (`images_per_block`, a power of
             two >= 4; `columns`, the words of a tile, a power of two;
-            `k_block`, the features summed per step) and Triton's
-            `num_warps` and `num_stages`.
+            `k_block`, the features summed per step; `group`, the image
+            tiles scored against all captions before the next ones) and
+            Triton's `num_warps` and `num_stages`.
         interpret: run in Pallas' interpreter (default: on a CPU, where
             there is no Triton). For tests; it is slow.
 
@@ -297,7 +340,9 @@ def similarities(
     wp = max(8, _next_power_of_two(n_words))
     tc = max(1, tiles["columns"] // wp)
     bc, k_block = tc * wp, tiles["k_block"]
-    n_i, n_c = _round_up(n_images, ti), _round_up(n_captions, tc)
+    n_c = _round_up(n_captions, tc)
+    group = _group(-(-n_images // ti), tiles["group"])
+    n_i = _round_up(n_images, ti * group)
     n_d = _round_up(dim, k_block)
     images = jnp.pad(
         images, ((0, n_i - n_images), (0, sum(parts) - n_regions), (0, n_d - dim))
@@ -313,12 +358,33 @@ def similarities(
     operand = jnp.dtype(product_dtype or jnp.float32)
     starts = [sum(parts[:j]) for j in range(len(parts))]
     split = [slice(start, start + p) for start, p in zip(starts, parts)]
-    image_rows = lambda a, b: (a, 0)
-    caption_rows = lambda a, b: (b, 0)
+    # A 1-D grid walked in groups: `group` image tiles against every
+    # caption tile, then the next group. The programs running at once then
+    # share a few image and caption tiles, which stay in the L2 cache.
+    n_b = n_c // tc
+
+    def image_block(i):
+        return (i // (group * n_b)) * group + i % group
+
+    def caption_block(i):
+        return (i // group) % n_b
+
+    def image_rows(i):
+        return image_block(i), 0
+
+    def caption_rows(i):
+        return caption_block(i), 0
+
+    def image_vector(i):
+        return (image_block(i),)
+
+    def caption_vector(i):
+        return (caption_block(i),)
+
     inputs = [images[:, rows].reshape(-1, n_d).astype(operand) for rows in split]
     specs = [pl.BlockSpec((ti * p, n_d), image_rows) for p in parts]
     inputs += [region_mask[:, rows].reshape(-1) for rows in split]
-    specs += [pl.BlockSpec((ti * p,), lambda a, b: (a,)) for p in parts]
+    specs += [pl.BlockSpec((ti * p,), image_vector) for p in parts]
     highest = lax.Precision.HIGHEST
     if cross_attn == "t2i":
         gram = jnp.einsum("ird,isd->irs", images, images, precision=highest)
@@ -328,15 +394,15 @@ def similarities(
                 specs.append(pl.BlockSpec((ti * pa, ti * pb), image_rows))
     else:
         inputs += [_norms(images[:, rows]).reshape(-1) for rows in split]
-        specs += [pl.BlockSpec((ti * p,), lambda a, b: (a,)) for p in parts]
+        specs += [pl.BlockSpec((ti * p,), image_vector) for p in parts]
     inputs += [captions.reshape(-1, n_d).astype(operand), word_mask.reshape(-1)]
     specs += [
         pl.BlockSpec((bc, n_d), caption_rows),
-        pl.BlockSpec((bc,), lambda a, b: (b,)),
+        pl.BlockSpec((bc,), caption_vector),
     ]
     if cross_attn == "t2i":
         inputs.append(_norms(captions).reshape(-1))
-        specs.append(pl.BlockSpec((bc,), lambda a, b: (b,)))
+        specs.append(pl.BlockSpec((bc,), caption_vector))
     else:
         gram = jnp.einsum("cwd,cvd->cwv", captions, captions, precision=highest)
         inputs.append(_block_diagonal(gram, tc))
@@ -350,7 +416,7 @@ def similarities(
         # TF32 passes, near float32: their rounding would reach the scores.
         precisions = (lax.Precision.DEFAULT, lax.DotAlgorithmPreset.TF32_TF32_F32_X3)
         compiler_params = pltriton.CompilerParams(
-            num_warps=tiles.get("num_warps", 4), num_stages=tiles.get("num_stages", 2)
+            num_warps=tiles["num_warps"], num_stages=tiles["num_stages"]
         )
     config = {
         "lambda_softmax": float(lambda_softmax),
@@ -374,9 +440,9 @@ def similarities(
     scores = pl.pallas_call(
         kernel,
         out_shape=jax.ShapeDtypeStruct((n_i, n_c), jnp.float32),
-        grid=(n_i // ti, n_c // tc),
+        grid=(n_i // ti * n_b,),
         in_specs=specs,
-        out_specs=pl.BlockSpec((ti, tc), lambda a, b: (a, b)),
+        out_specs=pl.BlockSpec((ti, tc), lambda i: (image_block(i), caption_block(i))),
         compiler_params=compiler_params,
         interpret=interpret,
     )(*inputs)
