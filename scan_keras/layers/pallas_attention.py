@@ -297,10 +297,14 @@ def similarities(
         captions: `(C, W, d)` word features.
         images_mask: optional `(I, R)`, nonzero at real regions.
         captions_mask: optional `(C, W)`, nonzero at real words.
-        cross_attn, lambda_softmax, agg_func, lambda_lse,
-            raw_feature_norm, eps, product_dtype: as in
-            `StackedCrossAttention`; `raw_feature_norm` one of
-            `FUSED_NORMS` and `lambda_softmax` at most 20.
+        cross_attn: `"t2i"` or `"i2t"`, as in `StackedCrossAttention`.
+        lambda_softmax: lambda_1, at most 20.
+        agg_func: `"mean"`, `"logsumexp"`, `"max"` or `"sum"`.
+        lambda_lse: lambda_2 of `"logsumexp"` pooling.
+        raw_feature_norm: one of `FUSED_NORMS`.
+        eps: added to norms, the floor of cosine denominators.
+        product_dtype: `None` (float32) or `"bfloat16"` / `"float16"`
+            operands of the one large product, summed in float32.
         tiles: overrides of `DEFAULT_TILES` (`images_per_block`, a power of
             two >= 4; `columns`, the words of a tile, a power of two;
             `k_block`, the features summed per step; `group`, the image
