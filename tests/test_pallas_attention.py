@@ -325,3 +325,28 @@ def test_tiles_written_short():
     }
     with pytest.raises(ValueError, match="4x64w8"):
         parse_tiles("4-64")
+
+
+@on_jax
+def test_fit_with_pallas_kernel_trains_as_portable(rng):
+    # Keras' compiled train step: the kernel's scores forward, the
+    # portable path's gradients back (`with_portable_gradients`).
+    from scan_keras.models import SCAN
+
+    batch = {
+        "features": rng.random((8, 5, 16)).astype("float32"),
+        "token_ids": rng.integers(1, 20, size=(8, 7)),
+    }
+    trained = {}
+    for kernel in ("portable", "pallas"):
+        keras.utils.set_random_seed(0)
+        model = SCAN(
+            vocab_size=20, img_dim=16, embed_size=32, word_dim=8, kernel=kernel
+        )
+        model.compile(optimizer="adam")
+        losses = model.fit(batch, epochs=3, verbose=0).history["loss"]
+        trained[kernel] = (losses, model.get_weights())
+    assert trained["portable"][0][-1] < trained["portable"][0][0]
+    np.testing.assert_allclose(trained["pallas"][0], trained["portable"][0], rtol=1e-5)
+    for got, want in zip(trained["pallas"][1], trained["portable"][1]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
