@@ -665,3 +665,53 @@ def test_compiled_predict_matches_eager(rng, cross_attn):
     compiled = model.predict(inputs, batch_size=4, verbose=0)
     expected = reference_sims(images, captions, image_lengths, caption_lengths, layer)
     np.testing.assert_allclose(compiled, expected, rtol=1e-5, atol=1e-6)
+
+
+def load_tf32_emulation():
+    import importlib.util
+    import os
+    import sys
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "tf32_error", os.path.join(folder, "tf32_error.py")
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's GPU defaults")
+@pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
+def test_tf32_products_round_operands_to_nearest(rng, monkeypatch, cross_attn):
+    # As on a GPU (faked here): the large product's float32 operands are
+    # rounded to the nearest TF32 value, the Gram products stay float32.
+    from scan_keras.layers import attention
+
+    emulation = load_tf32_emulation()
+    images = emulation.random_embeddings(rng, 3, 6, 64, rank=8)
+    captions = emulation.random_embeddings(rng, 4, 5, 64, rank=8)
+    exact = emulation.gram_form(images, captions, cross_attn)
+    rounded = emulation.gram_form(images, captions, cross_attn, main="nearest")
+    assert np.abs(rounded - exact).max() > 1e-5 * np.abs(exact).max()
+    monkeypatch.setattr(attention, "_on_accelerator", lambda: True)
+    layer = StackedCrossAttention(cross_attn, LAMBDA_SOFTMAX[cross_attn])
+    sims = ops.convert_to_numpy(layer(images, captions))
+    np.testing.assert_allclose(sims, rounded, rtol=1e-6, atol=1e-7)
+    # A CPU multiplies in float32 whatever the precision: check that the
+    # Gram products ask for full float32 and the large one does not.
+    import jax
+
+    precisions = {}
+    for eqn in jax.make_jaxpr(layer)(images, captions).jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            d_sized = images.shape[-1] in [v.aval.shape[-1] for v in eqn.invars]
+            key = "large" if d_sized and eqn.invars[0].aval.shape != eqn.invars[1].aval.shape else "gram"
+            precisions.setdefault(key, []).append(eqn.params["precision"])
+    assert precisions["large"] == [None]
+    highest = (jax.lax.Precision.HIGHEST,) * 2
+    assert precisions["gram"] == [highest, highest]

@@ -158,3 +158,31 @@ def test_kernel_resources_script_lowers_every_tile():
         for attn in ("t2i", "i2t")
     ]
     assert all(int(r[3]) > 100 for r in rows)  # lines of Triton IR
+
+
+def test_tf32_script_prints_the_table():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "tf32_error.py"),
+         "--images", "3", "--captions", "5", "--dim", "64"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout[result.stdout.index("| attn |"):].splitlines()[2:]
+    errors = {tuple(c.strip() for c in line.split("|")[1:3]): float(line.split("|")[3])
+              for line in table}
+    for attn in ("t2i", "i2t"):
+        # Exact products: only float64 rounding; rounded TF32 operands: far
+        # below truncated ones when the Gram products stay float32.
+        assert errors[attn, "float32 (no TF32)"] < 1e-12
+        assert 1e-6 < errors[attn, "TF32 nearest, Gram float32"] < 1e-4
+        assert (errors[attn, "TF32 truncated, Gram float32"]
+                > 3 * errors[attn, "TF32 nearest, Gram float32"])
+
+
+def test_tf32_emulation_rounds_to_ten_mantissa_bits():
+    from test_attention import load_tf32_emulation
+
+    module = load_tf32_emulation()
+    x = np.float32([1 + 2**-11 + 2**-20, 1 + 2**-11 - 2**-20, -(1 + 3 * 2**-11)])
+    np.testing.assert_array_equal(module.tf32(x, "nearest"), [1 + 2**-10, 1, -(1 + 2**-9)])
+    np.testing.assert_array_equal(module.tf32(x, "truncate"), [1, 1, -(1 + 2**-10)])

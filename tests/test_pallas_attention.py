@@ -350,3 +350,26 @@ def test_fit_with_pallas_kernel_trains_as_portable(rng):
     np.testing.assert_allclose(trained["pallas"][0], trained["portable"][0], rtol=1e-5)
     for got, want in zip(trained["pallas"][1], trained["portable"][1]):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@on_jax
+@pytest.mark.parametrize("cross_attn", ["t2i", "i2t"])
+def test_fused_kernel_rounds_operands_to_tf32_for_a_gpu(rng, cross_attn):
+    from scan_keras.layers import pallas_attention
+    from test_attention import load_tf32_emulation
+
+    emulation = load_tf32_emulation()
+    images = emulation.random_embeddings(rng, 5, 6, 64, rank=8)
+    captions = emulation.random_embeddings(rng, 4, 5, 64, rank=8)
+    rounded = emulation.gram_form(images, captions, cross_attn, main="nearest")
+    exact = emulation.gram_form(images, captions, cross_attn)
+    assert np.abs(rounded - exact).max() > 1e-5 * np.abs(exact).max()
+    sims = pallas_attention.similarities(
+        images,
+        captions,
+        cross_attn=cross_attn,
+        lambda_softmax=LAMBDA_SOFTMAX[cross_attn],
+        tiles={"k_block": 8},
+        tf32_rounding=True,
+    )
+    np.testing.assert_allclose(np.asarray(sims), rounded, rtol=1e-6, atol=1e-7)

@@ -213,6 +213,56 @@ def _i2t_layout():
     return "cwir"
 
 
+# On GPUs JAX multiplies float32 matrices in TF32 (10 mantissa bits) by
+# default, and the hardware, or the code feeding it, may simply drop the
+# other 13 bits. Truncated, the large product lowers every score by about
+# 5e-4 relative; against Gram products in float32 that alone is 7e-4
+# relative error in the similarities (benchmarks/tf32_error.py), over the
+# 1e-4 a float32 result should meet. So on JAX accelerators the operands are
+# rounded to the nearest TF32 value first (then dropping bits is exact),
+# and the small Gram products, bound by memory traffic rather than
+# arithmetic, run in full float32: 6e-5 (t2i) and 2e-5 (i2t).
+_TF32_MANTISSA_BITS = 10
+
+
+def _tf32_products():
+    """Whether float32 products run in TF32: JAX on an accelerator, at
+    JAX's default matmul precision."""
+    if keras.backend.backend() != "jax" or not _on_accelerator():
+        return False
+    import jax
+
+    return jax.config.jax_default_matmul_precision not in ("highest", "float32")
+
+
+def round_to_tf32(x):
+    """`x` (float32) rounded to the nearest value with TF32's 10 mantissa
+    bits (JAX)."""
+    import jax
+
+    return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=_TF32_MANTISSA_BITS)
+
+
+def _gram_einsum(equation, *operands):
+    """A small Gram product, in full float32 where products default to TF32."""
+    if not _tf32_products():
+        return ops.einsum(equation, *operands)
+    import jax
+
+    return jax.numpy.einsum(equation, *operands, precision="highest")
+
+
+def product_operand(x, product_dtype=None):
+    """An operand of the one large product: cast to `product_dtype` when
+    given, and rounded to the nearest TF32 value where float32 products
+    run in TF32 (see `_tf32_products`)."""
+    if product_dtype is not None:
+        x = ops.cast(x, product_dtype)
+    if keras.backend.standardize_dtype(x.dtype) == "float32" and _tf32_products():
+        x = round_to_tf32(x)
+    return x
+
+
 def _region_word_scores(images, captions, layout, product_dtype=None):
     """s = v_ir . e_cw in float32: the one d-sized product.
 
@@ -221,13 +271,13 @@ def _region_word_scores(images, captions, layout, product_dtype=None):
     matrix product each way, so neither transposes the result. (XLA on a
     CPU transposes a `(I, R, d)` right operand at every call; transposed
     once per image tile, it is not copied per chunk of captions.)
-    The operands are multiplied in `product_dtype` when given, else in
-    their own dtype. JAX returns 16-bit products straight from its float32
-    accumulator; other backends round them to 16 bits before the cast.
+    `images` has been through `product_operand` already, once for all
+    chunks; `captions` go through it here. The operands are multiplied in
+    `product_dtype` when given, else in their own dtype. JAX returns 16-bit
+    products straight from its float32 accumulator; other backends round
+    them to 16 bits before the cast.
     """
-    if product_dtype is not None:
-        images = ops.cast(images, product_dtype)
-        captions = ops.cast(captions, product_dtype)
+    captions = product_operand(captions, product_dtype)
     operands = (images, captions) if layout == "ircw" else (captions, images)
     inputs = "ird,cwd" if layout == "ircw" else "cwd,dir"
     equation = f"{inputs}->{layout}"
@@ -561,12 +611,12 @@ class StackedCrossAttention(keras.layers.Layer):
         # What depends on the images alone is computed once, not per chunk.
         images_full = ops.cast(images, "float32")
         if self.cross_attn == "t2i":
-            image_side = ops.matmul(
-                images_full, ops.transpose(images_full, (0, 2, 1))
-            )
+            image_side = _gram_einsum("ird,isd->irs", images_full, images_full)
         else:
             image_side = safe_norm(images_full, axis=-1)
 
+        # Cast (and rounded) once, not once per chunk of captions.
+        images = product_operand(images, self.product_dtype)
         image_block, chunk = self._tiles(images.shape, captions.shape)
         score = self._chunk_scorer()
 
@@ -663,7 +713,7 @@ class StackedCrossAttention(keras.layers.Layer):
             # With e the weights before their sum Z: alpha = e / Z, so
             # e_w . a_w = (sum_r e s) / Z and ||a_w||^2 = e^T G e / Z^2.
             dot = _sum(weights * s, axis=1)  # (I, C, W)
-            g_e = ops.einsum("irs,iscw->ircw", image_side, weights)
+            g_e = _gram_einsum("irs,iscw->ircw", image_side, weights)
             quad = _sum(weights * g_e, axis=1)
             query_norm = safe_norm(ops.cast(captions, "float32"), axis=-1)[None]
             pool_mask = None if captions_mask is None else captions_mask[None]
@@ -693,8 +743,8 @@ class StackedCrossAttention(keras.layers.Layer):
             dot = _sum(weights * s, axis=word_axis)  # (C, I, R) or (I, R, C)
             # H = E E^T, each caption's Gram matrix (C, W, W).
             captions = ops.cast(captions, "float32")
-            gram = ops.matmul(captions, ops.swapaxes(captions, -1, -2))
-            h_e = ops.einsum(gram_product, gram, weights)
+            gram = _gram_einsum("cwd,cvd->cwv", captions, captions)
+            h_e = _gram_einsum(gram_product, gram, weights)
             quad = _sum(weights * h_e, axis=word_axis)
 
         # Eq. 3 / 7, cos = x.y / max(||x|| ||y||, eps), with both sides

@@ -30,6 +30,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+from scan_keras.layers.attention import round_to_tf32
+
 # Normalisations the kernel computes: the l2 and l1 families, which bound
 # every logit by lambda_1, so exp needs no shift (see `_bounded_logits` in
 # attention.py).
@@ -286,6 +288,7 @@ def similarities(
     product_dtype=None,
     tiles=None,
     interpret=None,
+    tf32_rounding=None,
 ):
     """The `(I, C)` SCAN similarity of every image with every caption, fused.
 
@@ -312,6 +315,10 @@ def similarities(
             Triton's `num_warps` and `num_stages`.
         interpret: run in Pallas' interpreter (default: on a CPU, where
             there is no Triton). For tests; it is slow.
+        tf32_rounding: round float32 operands of the large product to the
+            nearest TF32 value first (default: when compiled for a GPU,
+            whose TF32 product would otherwise drop their low bits; see
+            `round_to_tf32` in attention.py).
 
     Returns:
         A float32 array of shape `(I, C)`.
@@ -360,6 +367,13 @@ def similarities(
     word_mask = jnp.pad(word_mask, ((0, n_c - n_captions), (0, wp - n_words)))
 
     operand = jnp.dtype(product_dtype or jnp.float32)
+    if tf32_rounding is None:
+        tf32_rounding = not interpret
+    if operand == jnp.float32 and tf32_rounding:
+        images_operand = round_to_tf32(images)
+        captions_operand = round_to_tf32(captions)
+    else:
+        images_operand, captions_operand = images, captions
     starts = [sum(parts[:j]) for j in range(len(parts))]
     split = [slice(start, start + p) for start, p in zip(starts, parts)]
     # A 1-D grid walked in groups: `group` image tiles against every
@@ -385,7 +399,7 @@ def similarities(
     def caption_vector(i):
         return (caption_block(i),)
 
-    inputs = [images[:, rows].reshape(-1, n_d).astype(operand) for rows in split]
+    inputs = [images_operand[:, rows].reshape(-1, n_d).astype(operand) for rows in split]
     specs = [pl.BlockSpec((ti * p, n_d), image_rows) for p in parts]
     inputs += [region_mask[:, rows].reshape(-1) for rows in split]
     specs += [pl.BlockSpec((ti * p,), image_vector) for p in parts]
@@ -399,7 +413,7 @@ def similarities(
     else:
         inputs += [_norms(images[:, rows]).reshape(-1) for rows in split]
         specs += [pl.BlockSpec((ti * p,), image_vector) for p in parts]
-    inputs += [captions.reshape(-1, n_d).astype(operand), word_mask.reshape(-1)]
+    inputs += [captions_operand.reshape(-1, n_d).astype(operand), word_mask.reshape(-1)]
     specs += [
         pl.BlockSpec((bc, n_d), caption_rows),
         pl.BlockSpec((bc,), caption_vector),
