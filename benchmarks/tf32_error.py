@@ -16,7 +16,6 @@ import argparse
 import os
 
 import numpy as np
-
 from similarity import LAMBDA_SOFTMAX, literal_similarity, random_embeddings
 
 

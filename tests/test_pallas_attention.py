@@ -373,3 +373,37 @@ def test_fused_kernel_rounds_operands_to_tf32_for_a_gpu(rng, cross_attn):
         tf32_rounding=True,
     )
     np.testing.assert_allclose(np.asarray(sims), rounded, rtol=1e-6, atol=1e-7)
+
+
+@on_jax
+def test_captions_longer_than_a_tile_take_the_portable_path(rng, monkeypatch):
+    from scan_keras.layers import pallas_attention
+
+    # 70 words would make tiles of 128 words, whose shared memory an H100
+    # does not have (benchmarks/kernel_resources.py).
+    batch = random_batch(rng, n_images=2, n_regions=4, n_captions=3, n_words=70, dim=8)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the kernel was called")
+
+    monkeypatch.setattr(pallas_attention, "similarities", refuse)
+    layer = StackedCrossAttention("t2i", kernel="pallas")
+    images, captions, image_lengths, caption_lengths = batch
+    sims = layer(
+        images,
+        captions,
+        images_mask=lengths_to_mask(image_lengths, 4),
+        captions_mask=lengths_to_mask(caption_lengths, 70),
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(sims),
+        reference_sims(
+            batch,
+            cross_attn="t2i",
+            lambda_softmax=9.0,
+            agg_func="mean",
+            raw_feature_norm="clipped_l2norm",
+        ),
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -396,8 +396,9 @@ class StackedCrossAttention(keras.layers.Layer):
             on JAX, one fused Pallas (Triton) kernel per tile of images x
             captions, which never writes the region-word scores to memory
             (`pallas_attention.py`). It computes the l1 and l2 norms with
-            `lambda_softmax <= 20`; gradients, and the attention weights
-            (`return_attention_scores=True`), come from the portable path.
+            `lambda_softmax <= 20` and captions of up to 64 words;
+            gradients, the attention weights (`return_attention_scores=True`)
+            and longer captions take the portable path.
             Meant for GPUs; on a CPU it runs in Pallas' slow interpreter.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
@@ -560,7 +561,14 @@ class StackedCrossAttention(keras.layers.Layer):
             check_mask(captions_mask, captions.shape, "captions_mask")
             captions_mask = ops.cast(captions_mask, "bool")
         if self.kernel == "pallas" and not return_attention_scores:
-            return self._fused(images, captions, images_mask, captions_mask)
+            from scan_keras.layers import pallas_attention
+
+            # Captions over 64 words would widen the kernel's tiles past
+            # an H100's shared memory: they (rare) take the portable path.
+            n_words = captions.shape[1]
+            columns = pallas_attention.DEFAULT_TILES["columns"]
+            if pallas_attention.padded_words(n_words) <= columns:
+                return self._fused(images, captions, images_mask, captions_mask)
         return self._portable(
             images, captions, images_mask, captions_mask, return_attention_scores
         )

@@ -82,6 +82,11 @@ def _next_power_of_two(n):
     return 1 << max(0, math.ceil(math.log2(max(n, 1))))
 
 
+def padded_words(n_words):
+    """Words a caption takes in a tile: a power of two, at least 8."""
+    return max(8, _next_power_of_two(n_words))
+
+
 def _round_up(n, multiple):
     return -(-n // multiple) * multiple
 
@@ -348,7 +353,7 @@ def similarities(
 
     parts = region_parts(n_regions)
     ti = tiles["images_per_block"]
-    wp = max(8, _next_power_of_two(n_words))
+    wp = padded_words(n_words)
     tc = max(1, tiles["columns"] // wp)
     bc, k_block = tc * wp, tiles["k_block"]
     n_c = _round_up(n_captions, tc)
@@ -399,7 +404,9 @@ def similarities(
     def caption_vector(i):
         return (caption_block(i),)
 
-    inputs = [images_operand[:, rows].reshape(-1, n_d).astype(operand) for rows in split]
+    inputs = [
+        images_operand[:, rows].reshape(-1, n_d).astype(operand) for rows in split
+    ]
     specs = [pl.BlockSpec((ti * p, n_d), image_rows) for p in parts]
     inputs += [region_mask[:, rows].reshape(-1) for rows in split]
     specs += [pl.BlockSpec((ti * p,), image_vector) for p in parts]
