@@ -45,6 +45,7 @@ case "$stage" in
         "$python" benchmarks/similarity.py --sizes ${sizes%% *} --repeats 5 \
             --literal-max-pairs 0 --methods pallas \
             --pallas-tiles 4x32w4 4x32w8 4x64w4 4x64w16 4x64w8s3 8x64w8 \
+            4x32w8:bf16 4x64w8:bf16 4x128w8:bf16 4x128w16:bf16 \
             | tee "$out/pallas-tiles.txt"
         ;;
     evaluate | evaluate-pallas)

@@ -14,8 +14,9 @@ For each size and each formulation (t2i, i2t) one run times:
 - `scan-bf16`: `StackedCrossAttention(product_dtype="bfloat16")`: bf16
   operands of the product, float32 everywhere after it;
 - `pallas`, `pallas-bf16` (JAX, with `--methods`): the same with
-  `kernel="pallas"`, one fused kernel; `--pallas-tiles 4x32w8` adds the
-  kernel with other tiles (images x words a tile, Triton warps).
+  `kernel="pallas"`, one fused kernel; `--pallas-tiles 4x32w8 4x128w8:bf16` adds
+  the kernel with other tiles (images x words a tile, Triton warps; bf16
+  operands).
 
 and, with `--evaluate`, the whole evaluation of a SCAN model with random
 weights: `evaluate(model, split, "1k")` on a split written in the released
@@ -249,15 +250,19 @@ def scan_fn(cross_attn, product_dtype=None, kernel="portable"):
 
 
 def pallas_tiles_fn(cross_attn, text):
-    """The fused kernel with other tiles than the layer's (`"8x64w8"`)."""
+    """The fused kernel with other tiles than the layer's: `"8x64w8"`, or
+    `"8x64w8:bf16"` with bf16 operands."""
     from scan_keras.layers import pallas_attention
 
+    text, _, dtype = text.partition(":")
     tiles = pallas_attention.parse_tiles(text)
+    product_dtype = {"": None, "bf16": "bfloat16"}[dtype]
 
     def scores(images, captions):
         return pallas_attention.similarities(
             images, captions, cross_attn=cross_attn,
             lambda_softmax=LAMBDA_SOFTMAX[cross_attn], tiles=tiles,
+            product_dtype=product_dtype,
         )
 
     return scores
@@ -467,7 +472,7 @@ def main():
                         help="which versions of the layer to time")
     parser.add_argument("--pallas-tiles", nargs="*", default=[],
                         help="also time the fused kernel with these tiles, "
-                        "e.g. 4x32, 4x32w8 or 4x32w8s3 (JAX)")
+                        "e.g. 4x32, 4x32w8, 4x32w8s3 or 4x128w8:bf16 (JAX)")
     parser.add_argument("--regions", type=int, default=36)
     parser.add_argument("--words", type=int, default=12)
     parser.add_argument("--dim", type=int, default=1024)

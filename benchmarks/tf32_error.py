@@ -66,6 +66,7 @@ CASES = {
     "float32 (no TF32)": (None, None),
     "TF32 nearest, Gram float32": ("nearest", None),
     "TF32 nearest, Gram TF32 nearest": ("nearest", "nearest"),
+    "TF32 nearest, Gram TF32 truncated": ("nearest", "truncate"),
     "TF32 truncated, Gram float32": ("truncate", None),
     "TF32 truncated, Gram TF32 truncated": ("truncate", "truncate"),
 }

@@ -110,7 +110,7 @@ def test_gpu_runbook_runs_a_stage(tmp_path, stage):
             assert f"| tiny | 20x100 | i2t | {method} |" in table
     elif stage == "pallas-tiles":
         table = (tmp_path / "pallas-tiles.txt").read_text()
-        for method in ("pallas", "pallas 4x32w4", "pallas 4x64w8s3", "pallas 8x64w8"):
+        for method in ("pallas", "pallas 4x32w4", "pallas 8x64w8", "pallas 4x128w8:bf16"):
             assert f"| tiny | 20x100 | t2i | {method} |" in table
         assert "failed" not in table
     elif stage.startswith("evaluate"):
