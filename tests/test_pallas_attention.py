@@ -407,3 +407,36 @@ def test_captions_longer_than_a_tile_take_the_portable_path(rng, monkeypatch):
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+@on_jax
+@pytest.mark.parametrize(
+    "dtype,product_dtype,expected",
+    [
+        ("mixed_bfloat16", None, "bfloat16"),
+        ("float32", None, None),
+        ("mixed_float16", "bfloat16", "bfloat16"),
+    ],
+)
+def test_pallas_kernel_multiplies_in_the_16_bit_compute_dtype(
+    rng, monkeypatch, dtype, product_dtype, expected
+):
+    # As the portable layer: a mixed precision policy's compute dtype is
+    # the product's, unless `product_dtype` names one.
+    from scan_keras.layers import pallas_attention
+
+    asked = []
+    similarities = pallas_attention.similarities
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs["product_dtype"])
+        return similarities(*args, **kwargs)
+
+    monkeypatch.setattr(pallas_attention, "similarities", recording)
+    images, captions, *_ = random_batch(rng)
+    layer = StackedCrossAttention(
+        "i2t", 4.0, kernel="pallas", dtype=dtype, product_dtype=product_dtype
+    )
+    sims = layer(images, captions)
+    assert asked == [expected]
+    assert keras.backend.standardize_dtype(sims.dtype) == layer.compute_dtype

@@ -578,6 +578,13 @@ class StackedCrossAttention(keras.layers.Layer):
         gradients."""
         from scan_keras.layers import pallas_attention
 
+        # As in the portable path, a 16-bit compute dtype (a mixed
+        # precision policy) is the product's unless `product_dtype` says.
+        product_dtype = self.product_dtype
+        dtype = keras.backend.standardize_dtype(images.dtype)
+        if product_dtype is None and dtype in ("float16", "bfloat16"):
+            product_dtype = dtype
+
         def mask(m, x):
             if m is None:
                 return ops.ones(x.shape[:2], "float32")
@@ -595,7 +602,7 @@ class StackedCrossAttention(keras.layers.Layer):
                 lambda_lse=self.lambda_lse,
                 raw_feature_norm=self.raw_feature_norm,
                 eps=self.eps,
-                product_dtype=self.product_dtype,
+                product_dtype=product_dtype,
             )
 
         def portable(images, captions, images_mask, captions_mask):
