@@ -10,6 +10,27 @@ from keras import ops
 import reference
 
 
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+def load_benchmark_script(name):
+    """A script of `benchmarks/` as a module; the folder is importable
+    while it loads (the scripts import each other)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        spec = importlib.util.spec_from_file_location(
+            f"benchmark_{name}", os.path.join(BENCHMARKS, f"{name}.py")
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(BENCHMARKS)
+    return module
+
+
 def lengths_to_mask(lengths, max_length):
     return np.arange(max_length)[None, :] < np.asarray(lengths)[:, None]
 

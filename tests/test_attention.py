@@ -13,6 +13,7 @@ from helpers import (
     check_save_load,
     input_gradients,
     lengths_to_mask,
+    load_benchmark_script,
     random_batch,
 )
 from scan_keras.layers import StackedCrossAttention
@@ -667,24 +668,6 @@ def test_compiled_predict_matches_eager(rng, cross_attn):
     np.testing.assert_allclose(compiled, expected, rtol=1e-5, atol=1e-6)
 
 
-def load_tf32_emulation():
-    import importlib.util
-    import os
-    import sys
-
-    folder = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks")
-    sys.path.insert(0, folder)
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "tf32_error", os.path.join(folder, "tf32_error.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(folder)
-    return module
-
-
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's GPU defaults")
 @pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
 def test_tf32_products_round_operands_to_nearest(rng, monkeypatch, cross_attn):
@@ -692,7 +675,7 @@ def test_tf32_products_round_operands_to_nearest(rng, monkeypatch, cross_attn):
     # rounded to the nearest TF32 value, the Gram products stay float32.
     from scan_keras.layers import attention
 
-    emulation = load_tf32_emulation()
+    emulation = load_benchmark_script("tf32_error")
     images = emulation.random_embeddings(rng, 3, 6, 64, rank=8)
     captions = emulation.random_embeddings(rng, 4, 5, 64, rank=8)
     exact = emulation.gram_form(images, captions, cross_attn)

@@ -1,6 +1,5 @@
 """The benchmark's literal implementation, and the script run end to end."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,16 +10,14 @@ import pytest
 from keras import ops
 
 import reference
+from helpers import load_benchmark_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "similarity.py")
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("similarity_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("similarity")
 
 
 @pytest.mark.parametrize("cross_attn", ["t2i", "i2t"])
@@ -180,9 +177,7 @@ def test_tf32_script_prints_the_table():
 
 
 def test_tf32_emulation_rounds_to_ten_mantissa_bits():
-    from test_attention import load_tf32_emulation
-
-    module = load_tf32_emulation()
+    module = load_benchmark_script("tf32_error")
     x = np.float32([1 + 2**-11 + 2**-20, 1 + 2**-11 - 2**-20, -(1 + 3 * 2**-11)])
     np.testing.assert_array_equal(module.tf32(x, "nearest"), [1 + 2**-10, 1, -(1 + 2**-9)])
     np.testing.assert_array_equal(module.tf32(x, "truncate"), [1, 1, -(1 + 2**-10)])

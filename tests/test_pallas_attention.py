@@ -13,6 +13,7 @@ from helpers import (
     check_config_round_trip,
     input_gradients,
     lengths_to_mask,
+    load_benchmark_script,
     random_batch,
 )
 from keras import ops
@@ -356,9 +357,8 @@ def test_fit_with_pallas_kernel_trains_as_portable(rng):
 @pytest.mark.parametrize("cross_attn", ["t2i", "i2t"])
 def test_fused_kernel_rounds_operands_to_tf32_for_a_gpu(rng, cross_attn):
     from scan_keras.layers import pallas_attention
-    from test_attention import load_tf32_emulation
 
-    emulation = load_tf32_emulation()
+    emulation = load_benchmark_script("tf32_error")
     images = emulation.random_embeddings(rng, 5, 6, 64, rank=8)
     captions = emulation.random_embeddings(rng, 4, 5, 64, rank=8)
     rounded = emulation.gram_form(images, captions, cross_attn, main="nearest")
