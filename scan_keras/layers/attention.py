@@ -252,6 +252,17 @@ def _gram_einsum(equation, *operands):
     return jax.numpy.einsum(equation, *operands, precision="highest")
 
 
+def _gram_matrix(x):
+    """x x^T over the last two axes (an image's regions, a caption's words),
+    in full float32 where products default to TF32."""
+    if not _tf32_products():
+        # As before the TF32 handling: an einsum sums in another order on
+        # a CPU, and the demo's training would drift from its documented
+        # figures.
+        return ops.matmul(x, ops.swapaxes(x, -1, -2))
+    return _gram_einsum("...rd,...sd->...rs", x, x)
+
+
 def product_operand(x, product_dtype=None):
     """An operand of the one large product: cast to `product_dtype` when
     given, and rounded to the nearest TF32 value where float32 products
@@ -626,7 +637,7 @@ class StackedCrossAttention(keras.layers.Layer):
         # What depends on the images alone is computed once, not per chunk.
         images_full = ops.cast(images, "float32")
         if self.cross_attn == "t2i":
-            image_side = _gram_einsum("ird,isd->irs", images_full, images_full)
+            image_side = _gram_matrix(images_full)
         else:
             image_side = safe_norm(images_full, axis=-1)
 
@@ -758,7 +769,7 @@ class StackedCrossAttention(keras.layers.Layer):
             dot = _sum(weights * s, axis=word_axis)  # (C, I, R) or (I, R, C)
             # H = E E^T, each caption's Gram matrix (C, W, W).
             captions = ops.cast(captions, "float32")
-            gram = _gram_einsum("cwd,cvd->cwv", captions, captions)
+            gram = _gram_matrix(captions)
             h_e = _gram_einsum(gram_product, gram, weights)
             quad = _sum(weights * h_e, axis=word_axis)
 
