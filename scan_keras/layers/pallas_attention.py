@@ -30,15 +30,19 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from scan_keras.layers.attention import round_to_tf32
+from scan_keras.layers.attention import _LAMBDA_WITHOUT_SHIFT, round_to_tf32
+from scan_keras.layers.norms import (
+    _SQUARE_FLOOR,
+    LEAKY_SLOPE,
+    large_negative,
+    safe_norm,
+)
 
 # Normalisations the kernel computes: the l2 and l1 families, which bound
 # every logit by lambda_1, so exp needs no shift (see `_bounded_logits` in
 # attention.py).
 FUSED_NORMS = ("clipped_l2norm", "l2norm", "clipped_l1norm", "l1norm")
-LEAKY_SLOPE = 0.1
-_SQUARE_FLOOR = 1e-30
-_LARGE_NEGATIVE = -1e9
+_LARGE_NEGATIVE = large_negative("float32")
 
 # Tile shapes: the starting point for tuning on the GPU (`benchmarks/gpu.sh
 # pallas-tiles` sweeps them). The smallest region part is 4 rows, and a Triton
@@ -260,10 +264,6 @@ def _block_diagonal(blocks, group):
     return diagonal.reshape(n * p, group * q)
 
 
-def _norms(x):
-    return jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1), _SQUARE_FLOOR))
-
-
 def check_supported(raw_feature_norm, lambda_softmax):
     """Raises a ValueError unless the kernel computes this configuration."""
     if raw_feature_norm not in FUSED_NORMS:
@@ -271,7 +271,7 @@ def check_supported(raw_feature_norm, lambda_softmax):
             f"The Pallas kernel computes raw_feature_norm in {FUSED_NORMS}. "
             f"Received: raw_feature_norm={raw_feature_norm!r}"
         )
-    if lambda_softmax > 20.0:
+    if lambda_softmax > _LAMBDA_WITHOUT_SHIFT:
         raise ValueError(
             "The Pallas kernel needs lambda_softmax <= 20 (its softmax skips "
             f"the shift by the maximum). Received: lambda_softmax={lambda_softmax}"
@@ -418,7 +418,7 @@ def similarities(
                 inputs.append(_block_diagonal(gram[:, ra, rb], ti))
                 specs.append(pl.BlockSpec((ti * pa, ti * pb), image_rows))
     else:
-        inputs += [_norms(images[:, rows]).reshape(-1) for rows in split]
+        inputs += [safe_norm(images[:, rows]).reshape(-1) for rows in split]
         specs += [pl.BlockSpec((ti * p,), image_vector) for p in parts]
     inputs += [captions_operand.reshape(-1, n_d).astype(operand), word_mask.reshape(-1)]
     specs += [
@@ -426,7 +426,7 @@ def similarities(
         pl.BlockSpec((bc,), caption_vector),
     ]
     if cross_attn == "t2i":
-        inputs.append(_norms(captions).reshape(-1))
+        inputs.append(safe_norm(captions).reshape(-1))
         specs.append(pl.BlockSpec((bc,), caption_vector))
     else:
         gram = jnp.einsum("cwd,cvd->cwv", captions, captions, precision=highest)
