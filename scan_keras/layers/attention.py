@@ -24,9 +24,9 @@ import keras
 from keras import ops
 
 from scan_keras.layers.norms import (
-    LEAKY_SLOPE,
     RAW_FEATURE_NORMS,
     large_negative,
+    leaky_clip,
     normalize_raw_similarity,
     safe_norm,
 )
@@ -799,7 +799,7 @@ class StackedCrossAttention(keras.layers.Layer):
                 s, kind, axis=axis, eps=self.eps, mask=mask
             )
         if kind.startswith("clipped"):
-            s = ops.leaky_relu(s, negative_slope=LEAKY_SLOPE)
+            s = leaky_clip(s)
         if kind.endswith("l2norm"):
             norm = safe_norm(s, axis=axis, keepdims=True, reduce_sum=_sum)
         else:

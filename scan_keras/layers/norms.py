@@ -32,6 +32,24 @@ LEAKY_SLOPE = 0.1
 _SQUARE_FLOOR = 1e-30
 
 
+def leaky_clip(s):
+    """The reference code's clipping, [s]_+: a leaky ReLU of slope
+    `LEAKY_SLOPE`.
+
+    On JAX it is written max(s, slope * s), the same values for a slope in
+    [0, 1] (subnormal ones aside, which XLA's CPU code flushes to zero, as
+    the next operation would). XLA's CPU fusions keep a maximum in the pass
+    after the product, but give the select of `leaky_relu` a pass of its
+    own over the large tensor (100 images x 500 captions, 2 cores: t2i
+    1.42-1.46x -> 1.35-1.41x the product's time, 37 -> 26 MB). Eager
+    PyTorch would run the maximum as two operations, so the other backends
+    keep the select.
+    """
+    if keras.backend.backend() == "jax":
+        return ops.maximum(s, LEAKY_SLOPE * s)
+    return ops.leaky_relu(s, negative_slope=LEAKY_SLOPE)
+
+
 def large_negative(dtype):
     """A large negative number that is safe to add in `dtype` (float16 too)."""
     return -3e4 if keras.backend.standardize_dtype(dtype) == "float16" else -1e9
@@ -102,7 +120,7 @@ def normalize_raw_similarity(s, kind, axis, eps=1e-8, mask=None):
     """
     check_choice("raw_feature_norm", kind, RAW_FEATURE_NORMS)
     if kind.startswith("clipped"):
-        s = ops.leaky_relu(s, negative_slope=LEAKY_SLOPE)
+        s = leaky_clip(s)
     if kind.endswith("l2norm"):
         return l2norm(s, axis=axis, eps=eps, mask=mask)
     if kind.endswith("l1norm"):
