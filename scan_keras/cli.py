@@ -59,8 +59,8 @@ def _parser():
     train = commands.add_parser(
         "train",
         help="train a model with one of the paper's presets",
-        description="Train SCAN with a preset's recipe (Adam, gradient "
-        "clipping 2.0, learning rate divided by 10 mid-way, hardest-negative "
+        description="Train SCAN with a preset's recipe (Adam as PyTorch "
+        "steps it, gradient clipping 2.0, learning rate divided by 10 mid-way, hardest-negative "
         "hinge loss). Validation recall is computed after every epoch and the "
         "best model kept as OUT/model_best.keras. Run the same command again "
         "to resume an interrupted run.",
@@ -94,6 +94,12 @@ def _parser():
     train.add_argument(
         "--workers", type=int, default=4,
         help="threads reading the next batches while one trains (4)",
+    )
+    train.add_argument(
+        "--optimizer", default="torch_adam",
+        help="torch_adam (default: the steps of torch.optim.Adam, as the "
+        "reference code), torch_adam_legacy (epsilon placed as PyTorch did "
+        "before 2019) or keras_adam (keras.optimizers.Adam)",
     )
 
     evaluate = commands.add_parser(
@@ -220,6 +226,7 @@ def _train(args):
         vocab_path=args.vocab,
         seed=args.seed,
         workers=args.workers,
+        optimizer=args.optimizer,
         **overrides,
     )
     best = os.path.join(args.out, BEST_MODEL)

@@ -1,7 +1,8 @@
 """The paper's training recipe on a precomputed-feature folder.
 
-`train` is what `scan-keras train` runs: Adam with gradient clipping to a
-global norm of 2.0, the step learning-rate schedule, batches of 128
+`train` is what `scan-keras train` runs: Adam as PyTorch steps it, with
+gradients clipped to a global norm of 2.0 (`scan_keras.optimizers`), the
+step learning-rate schedule, batches of 128
 matching pairs, validation rsum after every epoch keeping the best model,
 and a run that resumes where it stopped when it is started again.
 
@@ -26,6 +27,7 @@ import numpy as np
 from scan_keras.callbacks import EpochShuffle, RetrievalValidation, step_decay
 from scan_keras.data import PairBatches, Vocabulary, load_split
 from scan_keras.models import SCAN
+from scan_keras.optimizers import get_optimizer
 from scan_keras.presets import get_preset
 
 BEST_MODEL = "model_best.keras"
@@ -36,17 +38,27 @@ LOG = "log.csv"
 BACKUP = "backup"
 
 
-def compile_scan(model, learning_rate=2e-4, grad_clip=2.0, **compile_kwargs):
-    """Compiles `model` with the paper's optimizer.
+def compile_scan(
+    model, learning_rate=2e-4, grad_clip=2.0, optimizer="torch_adam", **compile_kwargs
+):
+    """Compiles `model` with the reference code's optimizer.
 
-    Adam at `learning_rate`, gradients clipped to a global norm of
-    `grad_clip` (as `torch.nn.utils.clip_grad_norm_` in the reference
-    code, over all weights at once). The loss is the model's own.
+    Args:
+        model: a `SCAN` (its loss is its own).
+        learning_rate: Adam's learning rate.
+        grad_clip: the global norm the gradients of all weights together
+            are clipped to, as `torch.nn.utils.clip_grad_norm_` does.
+        optimizer: `"torch_adam"` (the steps of `torch.optim.Adam`, which
+            the reference code trains with), `"torch_adam_legacy"` or
+            `"keras_adam"`; see `scan_keras.optimizers.get_optimizer`.
+        **compile_kwargs: more `model.compile` arguments.
+
+    Returns:
+        The model, compiled.
     """
-    optimizer = keras.optimizers.Adam(
-        learning_rate=learning_rate, global_clipnorm=grad_clip
+    model.compile(
+        optimizer=get_optimizer(optimizer, learning_rate, grad_clip), **compile_kwargs
     )
-    model.compile(optimizer=optimizer, **compile_kwargs)
     return model
 
 
@@ -86,6 +98,8 @@ def _check_out_dir(out_dir, settings):
         )
     with open(config_path) as f:
         previous = json.load(f)
+    # Runs written before the optimizer was a setting trained with Keras' Adam.
+    previous.setdefault("optimizer", "keras_adam")
     if previous != settings:
         changed = sorted(
             k for k in set(previous) | set(settings)
@@ -114,6 +128,7 @@ def train(
     pad_to_multiple=8,
     workers=4,
     model_class=SCAN,
+    optimizer="torch_adam",
     **model_overrides,
 ):
     """Trains SCAN with a preset's recipe; resumes an interrupted run.
@@ -140,6 +155,7 @@ def train(
         model_class: the model trained, `SCAN` or a subclass with the same
             constructor and `from_preset`, such as the baseline
             `scan_keras.models.GlobalEmbedding`.
+        optimizer: the optimizer's name, see `compile_scan`.
         **model_overrides: `SCAN` arguments replacing the preset's, such
             as `embed_size=64` for a quick run.
 
@@ -150,6 +166,7 @@ def train(
     preset = get_preset(preset) if isinstance(preset, str) else preset
     epochs = preset.num_epochs if epochs is None else epochs
     batch_size = preset.batch_size if batch_size is None else batch_size
+    get_optimizer(optimizer)  # an unknown name fails before any file is read
     settings = {
         "preset": preset.name,
         "model": model_class.__name__,
@@ -159,6 +176,7 @@ def train(
         "val_split": val_split,
         "val_images": val_images,
         "seed": seed,
+        "optimizer": optimizer,
         "model_overrides": model_overrides,
     }
     resume = _check_out_dir(out_dir, settings)
@@ -178,7 +196,7 @@ def train(
     overrides = dict(img_dim=train_split.img_dim, **model_overrides)
     model = model_class.from_preset(preset, vocabulary=vocabulary, **overrides)
     model.build()
-    compile_scan(model, preset.learning_rate, preset.grad_clip)
+    compile_scan(model, preset.learning_rate, preset.grad_clip, optimizer)
 
     batches = PairBatches(
         train_split,

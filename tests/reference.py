@@ -194,6 +194,32 @@ def gru_sequence(x, kernel, recurrent_kernel, bias, reverse=False):
     return out
 
 
+def clip_grad_norm(grads, max_norm):
+    """torch.nn.utils.clip_grad_norm_ over all gradients together: each is
+    scaled by max_norm / (total_norm + 1e-6) when that factor is below 1."""
+    grads = [np.asarray(g, dtype=np.float64) for g in grads]
+    total = np.sqrt(sum(np.sum(g * g) for g in grads))
+    factor = min(max_norm / (total + 1e-6), 1.0)
+    return [g * factor for g in grads]
+
+
+def adam_step(weight, grad, m, v, step, lr, beta_1=0.9, beta_2=0.999, eps=1e-8,
+              legacy_epsilon=False):
+    """One step of torch.optim.Adam (step is 1-based); returns (weight, m, v).
+    legacy_epsilon: eps added to sqrt(v) before the bias correction, as
+    PyTorch did before 2019 and Keras' Adam does."""
+    weight, grad, m, v = (np.asarray(a, dtype=np.float64) for a in (weight, grad, m, v))
+    m = beta_1 * m + (1 - beta_1) * grad
+    v = beta_2 * v + (1 - beta_2) * grad * grad
+    correction_1 = 1 - beta_1 ** step
+    correction_2 = 1 - beta_2 ** step
+    if legacy_epsilon:
+        update = lr * np.sqrt(correction_2) / correction_1 * m / (np.sqrt(v) + eps)
+    else:
+        update = lr / correction_1 * m / (np.sqrt(v) / np.sqrt(correction_2) + eps)
+    return weight - update, m, v
+
+
 if __name__ == "__main__":
     rng = np.random.default_rng(0)
     img, cap = rng.normal(size=(5, 8)), rng.normal(size=(4, 8))

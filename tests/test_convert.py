@@ -13,7 +13,6 @@ import collections
 import json
 import os
 import sys
-import warnings
 
 import keras
 import numpy as np
@@ -21,10 +20,13 @@ import pytest
 from keras import ops
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 import reference  # noqa: E402
+from torch_reference import (  # noqa: E402
+    ImageEncoder,
+    TextEncoder,
+    save_checkpoint,
+)
 from scan_keras import cli  # noqa: E402
 from scan_keras.convert import load_official_checkpoint  # noqa: E402
 from scan_keras.data import Vocabulary, load_split, write_toy_precomp  # noqa: E402
@@ -39,61 +41,6 @@ CAPTION_LENGTHS = np.array([9, 4, 6, 1, 7, 3])
 
 # The reference code's names of the poolings, and reference.py's.
 AGG_FUNCS = {"Mean": "mean", "LogSumExp": "logsumexp", "Max": "max", "Sum": "sum"}
-
-
-# ------------------------------------------------ the reference encoders, in torch
-
-
-def l2norm(x, eps=1e-8):
-    """x / (||x|| + eps) along the last axis, as the reference code writes it."""
-    return x / (x.pow(2).sum(dim=-1, keepdim=True).sqrt() + eps)
-
-
-class ImageEncoder(nn.Module):
-    """The reference code's precomputed-feature image encoder."""
-
-    def __init__(self, opt):
-        super().__init__()
-        self.no_imgnorm = opt.no_imgnorm
-        self.fc = nn.Linear(opt.img_dim, opt.embed_size)
-        if opt.precomp_enc_type == "weight_norm":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # deprecated in newer torch
-                self.fc = nn.utils.weight_norm(self.fc, dim=None)
-
-    def forward(self, features):
-        x = self.fc(features)
-        return x if self.no_imgnorm else l2norm(x)
-
-
-class TextEncoder(nn.Module):
-    """The reference code's text encoder: embedding, then a GRU over packed
-    sequences; a bidirectional GRU's two halves are averaged."""
-
-    def __init__(self, opt):
-        super().__init__()
-        self.opt = opt
-        self.embed = nn.Embedding(opt.vocab_size, opt.word_dim)
-        self.rnn = nn.GRU(
-            opt.word_dim,
-            opt.embed_size,
-            opt.num_layers,
-            batch_first=True,
-            bidirectional=opt.bi_gru,
-        )
-
-    def forward(self, token_ids, lengths):
-        packed = pack_padded_sequence(
-            self.embed(token_ids), lengths, batch_first=True, enforce_sorted=False
-        )
-        out, _ = self.rnn(packed)
-        out, _ = pad_packed_sequence(
-            out, batch_first=True, total_length=token_ids.shape[1]
-        )
-        if self.opt.bi_gru:
-            h = self.opt.embed_size
-            out = (out[..., :h] + out[..., h:]) / 2
-        return out if self.opt.no_txtnorm else l2norm(out)
 
 
 def make_options(**overrides):
@@ -124,22 +71,6 @@ def make_encoders(opt, seed=0):
                 value = np.asarray(0.3 * rng.normal(size=tuple(parameter.shape)))
                 parameter.copy_(torch.from_numpy(value.astype("float32")))
     return encoders
-
-
-def save_checkpoint(path, encoders, opt, image_state=None, text_state=None):
-    image_state = encoders[0].state_dict() if image_state is None else image_state
-    text_state = encoders[1].state_dict() if text_state is None else text_state
-    torch.save(
-        {
-            "model": [image_state, text_state],
-            "opt": opt,
-            "epoch": 3,
-            "best_rsum": 400.0,
-            "Eiters": 100,
-        },
-        path,
-    )
-    return str(path)
 
 
 def random_inputs(seed=1, n_images=4):
