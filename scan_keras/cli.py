@@ -96,6 +96,12 @@ def _parser():
         help="threads reading the next batches while one trains (4)",
     )
     train.add_argument(
+        "--tokenizer",
+        help="how a vocabulary built here splits captions: nltk (default where "
+        "nltk is installed), nltk_punkt or regex (default otherwise); a "
+        "vocabulary file keeps its own",
+    )
+    train.add_argument(
         "--optimizer", default="torch_adam",
         help="torch_adam (default: the steps of torch.optim.Adam, as the "
         "reference code), torch_adam_legacy (epsilon placed as PyTorch did "
@@ -146,6 +152,14 @@ def _parser():
         help="the vocabulary JSON the model was trained with (word2idx/idx2word)",
     )
     convert.add_argument("--out", required=True, help="the .keras file to write")
+    convert.add_argument(
+        "--tokenizer", default="nltk",
+        help="how the model splits captions, when the vocabulary file names "
+        "no tokenizer (the authors' files do not): nltk (default: nltk's word "
+        "tokenizer, as the reference code), nltk_punkt (with its sentence "
+        "splitter; needs nltk's punkt_tab data) or regex (the package's own, "
+        "close to nltk, without nltk)",
+    )
     return parser
 
 
@@ -227,6 +241,7 @@ def _train(args):
         seed=args.seed,
         workers=args.workers,
         optimizer=args.optimizer,
+        tokenizer=args.tokenizer,
         **overrides,
     )
     best = os.path.join(args.out, BEST_MODEL)
@@ -302,7 +317,9 @@ def _convert(args):
     try:
         from scan_keras.convert import load_official_checkpoint
 
-        model = load_official_checkpoint(args.checkpoint, vocabulary=args.vocab)
+        model = load_official_checkpoint(
+            args.checkpoint, vocabulary=args.vocab, tokenizer=args.tokenizer
+        )
     except ImportError as error:  # no PyTorch: one line, as for bad input
         print(f"scan-keras convert: error: {error}", file=sys.stderr)
         return 2
@@ -319,7 +336,7 @@ def _convert(args):
             else ""
         )
         + f", raw_feature_norm={attention.raw_feature_norm}, "
-        f"{len(model.vocabulary)} words"
+        f"{len(model.vocabulary)} words, tokenizer {model.vocabulary.tokenizer}"
     )
     print(f"written to {args.out} (model name {model.name})")
     return 0

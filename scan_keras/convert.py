@@ -350,7 +350,7 @@ def _set_weights(model, image_arrays, text_arrays):
             _set_gru(rnn, text_arrays, f"l{k}")
 
 
-def load_official_checkpoint(path, vocabulary=None):
+def load_official_checkpoint(path, vocabulary=None, tokenizer="nltk"):
     """A `SCAN` model from a checkpoint of the reference PyTorch code.
 
     Reads `model_best.pth.tar` (or any `torch.save` file of the reference
@@ -381,6 +381,12 @@ def load_official_checkpoint(path, vocabulary=None):
             then tokenises captions into the ids the weights were trained
             on. `None` converts the weights alone; the model then needs
             token ids from elsewhere.
+        tokenizer: the tokenizer of a vocabulary file that names none, as
+            the authors' files do: `"nltk"` (nltk's word tokenizer, which
+            the reference code used; see `scan_keras.data.vocabulary`),
+            `"nltk_punkt"` (with its sentence splitter, needs nltk's
+            `punkt_tab` data) or `"regex"` (the package's own, close to
+            nltk, for a machine without nltk).
 
     Returns:
         A built `scan_keras.models.SCAN`.
@@ -411,7 +417,9 @@ def load_official_checkpoint(path, vocabulary=None):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file not found: {path}")
     if isinstance(vocabulary, (str, os.PathLike)):
-        vocabulary = Vocabulary.load(vocabulary)
+        vocabulary = Vocabulary.load(vocabulary, tokenizer=tokenizer)
+        # Fails now, with the fix, where the tokenizer is not installed.
+        vocabulary.tokenize("a")
     elif vocabulary is not None and not isinstance(vocabulary, Vocabulary):
         raise ValueError(
             "Expected `vocabulary` to be the path of a vocabulary JSON file, "

@@ -25,7 +25,7 @@ import time
 import keras
 import numpy as np
 
-from scan_keras.data import load_split, tokenize
+from scan_keras.data import load_split
 from scan_keras.data.world import (
     WORLD_SPLIT_SIZES,
     load_grounding,
@@ -217,7 +217,7 @@ def _write_figures(out_dir, data_dir, test, groundings, model):
     attention = word_region_attention(
         model, test.image_features(np.array([image])), token_ids
     )[0]
-    words = tokenize(test.captions[caption])
+    words = model.vocabulary.tokenize(test.captions[caption])
     # Token position w + 1 holds word w: <start> comes first.
     figures = {
         "attention": os.path.join(out_dir, "attention.png"),

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from scan_keras.data.vocabulary import Vocabulary
+from scan_keras.data.vocabulary import DEFAULT_TOKENIZER, Vocabulary
 from scan_keras.layers import (
     CaptionEncoder,
     GlobalSimilarity,
@@ -33,7 +33,12 @@ def _as_vocabulary(vocabulary):
     if vocabulary is None or isinstance(vocabulary, Vocabulary):
         return vocabulary
     if isinstance(vocabulary, dict) and "words" in vocabulary:
-        return Vocabulary(vocabulary["words"])
+        # Models saved before the tokenizer was recorded hold no name: they
+        # were trained on the regular-expression tokenizer.
+        return Vocabulary(
+            vocabulary["words"],
+            tokenizer=vocabulary.get("tokenizer", DEFAULT_TOKENIZER),
+        )
     return Vocabulary(list(vocabulary))
 
 
@@ -400,7 +405,10 @@ class SCAN(keras.Model):
             "vocab_size": self.vocab_size,
             "vocabulary": None
             if self.vocabulary is None
-            else list(self.vocabulary.words),
+            else {
+                "words": self.vocabulary.words,
+                "tokenizer": self.vocabulary.tokenizer,
+            },
             "img_dim": self.img_dim,
             "embed_size": encoder.embed_size,
             "word_dim": encoder.word_dim,

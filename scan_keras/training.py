@@ -26,6 +26,7 @@ import numpy as np
 
 from scan_keras.callbacks import EpochShuffle, RetrievalValidation, step_decay
 from scan_keras.data import PairBatches, Vocabulary, load_split
+from scan_keras.data.vocabulary import check_tokenizer
 from scan_keras.models import SCAN
 from scan_keras.optimizers import get_optimizer
 from scan_keras.presets import get_preset
@@ -62,23 +63,25 @@ def compile_scan(
     return model
 
 
-def load_vocabulary(data_dir, vocab_path=None, min_count=4):
+def load_vocabulary(data_dir, vocab_path=None, min_count=4, tokenizer=None):
     """The vocabulary of a dataset folder.
 
     `vocab_path` if given (for example the released `f30k_precomp_vocab.json`),
     else `vocab.json` in `data_dir` if present, else one built from the
     train and dev captions with words seen at least `min_count` times.
+    `tokenizer` is that of a built vocabulary, or of a file naming none
+    (see `scan_keras.data.vocabulary`).
     """
     if vocab_path is None:
         candidate = os.path.join(data_dir, VOCAB)
         if os.path.exists(candidate):
             vocab_path = candidate
     if vocab_path is not None:
-        return Vocabulary.load(vocab_path)
+        return Vocabulary.load(vocab_path, tokenizer=tokenizer)
     captions = []
     for split in ("train", "dev"):
         captions += load_split(data_dir, split).captions
-    return Vocabulary.build(captions, min_count=min_count)
+    return Vocabulary.build(captions, min_count=min_count, tokenizer=tokenizer)
 
 
 def _check_out_dir(out_dir, settings):
@@ -129,6 +132,7 @@ def train(
     workers=4,
     model_class=SCAN,
     optimizer="torch_adam",
+    tokenizer=None,
     **model_overrides,
 ):
     """Trains SCAN with a preset's recipe; resumes an interrupted run.
@@ -156,6 +160,8 @@ def train(
             constructor and `from_preset`, such as the baseline
             `scan_keras.models.GlobalEmbedding`.
         optimizer: the optimizer's name, see `compile_scan`.
+        tokenizer: the tokenizer of a vocabulary built for the run (see
+            `load_vocabulary`); a resumed run keeps its own.
         **model_overrides: `SCAN` arguments replacing the preset's, such
             as `embed_size=64` for a quick run.
 
@@ -166,7 +172,10 @@ def train(
     preset = get_preset(preset) if isinstance(preset, str) else preset
     epochs = preset.num_epochs if epochs is None else epochs
     batch_size = preset.batch_size if batch_size is None else batch_size
-    get_optimizer(optimizer)  # an unknown name fails before any file is read
+    # Unknown names fail before any file is read or written.
+    get_optimizer(optimizer)
+    if tokenizer is not None:
+        check_tokenizer(tokenizer)
     settings = {
         "preset": preset.name,
         "model": model_class.__name__,
@@ -187,7 +196,7 @@ def train(
     if resume:
         vocabulary = Vocabulary.load(os.path.join(out_dir, VOCAB))
     else:
-        vocabulary = load_vocabulary(data_dir, vocab_path)
+        vocabulary = load_vocabulary(data_dir, vocab_path, tokenizer=tokenizer)
         vocabulary.save(os.path.join(out_dir, VOCAB))
         with open(os.path.join(out_dir, RUN_CONFIG), "w") as f:
             json.dump(settings, f, indent=1)

@@ -91,6 +91,17 @@ def test_bad_input_gets_one_clear_line(data_dir, tmp_path):
     assert done.returncode == 2 and "missing.keras" in done.stderr
     done = scan_keras("evaluate", "--data-dir", data_dir, "--protocol", "2k", "m")
     assert done.returncode == 2 and "invalid choice" in done.stderr
+    for option, value, message in (
+        ("--optimizer", "adamw", "Unknown optimizer"),
+        ("--tokenizer", "spacy", "Unknown tokenizer"),
+    ):
+        out = tmp_path / option.strip("-")
+        done = scan_keras(
+            "train", "--preset", "f30k_t2i_avg", "--data-dir", data_dir,
+            "--out", str(out), option, value,
+        )
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert message in done.stderr and "Traceback" not in done.stderr
 
 
 def test_paper_row_is_guessed_from_model_names():

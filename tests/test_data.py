@@ -183,6 +183,7 @@ def test_save_load_round_trip(tmp_path):
         "word2idx": {w: i for i, w in enumerate(vocabulary.words)},
         "idx2word": {str(i): w for i, w in enumerate(vocabulary.words)},
         "idx": 7,
+        "tokenizer": "regex",
     }
     assert Vocabulary.load(path) == vocabulary
     assert Vocabulary.load(str(path)).words == vocabulary.words

@@ -46,6 +46,7 @@ API_PAGES = {
         "scan_keras.training.train",
         "scan_keras.callbacks.RetrievalValidation",
         "scan_keras.callbacks.step_decay",
+        "scan_keras.optimizers.TorchAdam",
     ],
     "evaluation": [
         "scan_keras.evaluation.retrieval_metrics",

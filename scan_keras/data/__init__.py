@@ -21,7 +21,7 @@ from scan_keras.data.batches import PairBatches
 from scan_keras.data.extractor import RegionFeatureExtractor
 from scan_keras.data.precomp import SPLITS, PrecompSplit, load_split, write_split
 from scan_keras.data.toy import write_toy_precomp
-from scan_keras.data.vocabulary import Vocabulary, tokenize
+from scan_keras.data.vocabulary import TOKENIZERS, Vocabulary, get_tokenizer, tokenize
 from scan_keras.data.world import (
     WORLD_SPLIT_SIZES,
     WorldSplit,
@@ -46,6 +46,8 @@ __all__ = [
     "load_world_objects",
     "make_world",
     "tokenize",
+    "get_tokenizer",
+    "TOKENIZERS",
     "write_split",
     "write_toy_precomp",
     "write_world",

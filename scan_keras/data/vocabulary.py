@@ -6,6 +6,22 @@ as `<start> w_1 ... w_n <end>`, and any word outside the vocabulary maps
 to `<unk>`. The vocabulary reads and writes the JSON files the authors
 released (`{"word2idx": ..., "idx2word": ..., "idx": n}`), so ids agree
 with models trained by the reference code.
+
+A vocabulary also names the tokenizer that splits its captions, saved as
+`"tokenizer"` in its JSON and with every model, so that a model always
+reads captions as it was trained to:
+
+| name | what | needs |
+| --- | --- | --- |
+| `"nltk_punkt"` | nltk's `word_tokenize`, exactly what the reference code ran | nltk and its `punkt_tab` data (`python -m nltk.downloader punkt_tab`) |
+| `"nltk"` | nltk's word tokenizer without the sentence splitter (`word_tokenize(..., preserve_line=True)`): the same tokens, except that a period ending a sentence other than the last stays on its word | nltk (`pip install "scan-keras[nltk]"`), no data files |
+| `"regex"` | the package's own regular expression (`tokenize`), close to nltk | nothing |
+
+A vocabulary built without a choice takes `"nltk"` where nltk is
+installed, else `"regex"`. A JSON file without the key is read as
+`"regex"`, which every vocabulary scan-keras wrote before the choice
+existed used; the authors' released files name no tokenizer either:
+`scan_keras.convert` reads them as `"nltk"`.
 """
 
 import collections
@@ -17,6 +33,12 @@ import re
 import numpy as np
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
+TOKENIZERS = ("nltk_punkt", "nltk", "regex")
+# What a vocabulary file without a "tokenizer" key was written with.
+DEFAULT_TOKENIZER = "regex"
+_NLTK_HINT = (
+    'install nltk (`pip install nltk`, or `pip install "scan-keras[nltk]"`)'
+)
 SPECIAL_TOKENS = (PAD, START, END, UNK)
 PAD_ID, START_ID, END_ID, UNK_ID = 0, 1, 2, 3
 
@@ -62,11 +84,69 @@ def tokenize(caption: str) -> list:
     #  'does', "n't", 'bark', '!']
     ```
     """
+    return _TOKEN.findall(_checked(caption).lower())
+
+
+def default_tokenizer():
+    """`"nltk"` where nltk is installed, else `"regex"`."""
+    try:
+        import nltk  # noqa: F401
+    except ImportError:
+        return "regex"
+    return "nltk"
+
+
+def check_tokenizer(name):
+    """Raises ValueError unless `name` is one of `TOKENIZERS`."""
+    if name not in TOKENIZERS:
+        raise ValueError(
+            f"Unknown tokenizer: expected one of {list(TOKENIZERS)}. "
+            f"Received: {name!r}"
+        )
+
+
+def get_tokenizer(name):
+    """The function `caption -> tokens` of a tokenizer of `TOKENIZERS`.
+
+    Every one lower-cases the caption first, as the reference code did.
+
+    Raises:
+        ValueError: `name` is unknown.
+        ImportError: the tokenizer needs nltk (or nltk's `punkt_tab` data)
+            and it is not installed; the message says how to install it.
+    """
+    check_tokenizer(name)
+    if name == "regex":
+        return tokenize
+    try:
+        import nltk
+    except ImportError as err:
+        raise ImportError(
+            f"This vocabulary's captions are split by the tokenizer {name!r}, "
+            f"which needs nltk: {_NLTK_HINT}. A model reads captions only as "
+            "it was trained to."
+        ) from err
+    if name == "nltk":
+        word_tokenizer = nltk.tokenize.NLTKWordTokenizer()
+        return lambda caption: word_tokenizer.tokenize(_checked(caption).lower())
+    try:
+        nltk.data.find("tokenizers/punkt_tab/english/")
+    except LookupError as err:
+        raise ImportError(
+            "This vocabulary's captions are split by the tokenizer "
+            "'nltk_punkt' (nltk's word_tokenize, sentence splitting "
+            "included), which needs nltk's punkt_tab data: run "
+            "`python -m nltk.downloader punkt_tab` once."
+        ) from err
+    return lambda caption: nltk.word_tokenize(_checked(caption).lower())
+
+
+def _checked(caption):
     if not isinstance(caption, str):
         raise ValueError(
             f"Expected `caption` to be a string. Received: caption={caption!r}"
         )
-    return _TOKEN.findall(caption.lower())
+    return caption
 
 
 def _check_positive_int(name, value, allow_none=False):
@@ -91,6 +171,8 @@ class Vocabulary:
 
     Args:
         words: the words in id order, special tokens first.
+        tokenizer: the name of the tokenizer that splits captions, one of
+            `TOKENIZERS` (see the module docstring).
 
     Example:
 
@@ -106,7 +188,8 @@ class Vocabulary:
     ```
     """
 
-    def __init__(self, words):
+    def __init__(self, words, tokenizer=DEFAULT_TOKENIZER):
+        check_tokenizer(tokenizer)
         if isinstance(words, str):
             raise ValueError(
                 "Expected `words` to be a list of words, not a single string. "
@@ -134,6 +217,14 @@ class Vocabulary:
             word2idx[word] = i
         self._words = tuple(words)
         self._word2idx = word2idx
+        self.tokenizer = tokenizer
+        self._split = None  # the tokenizer's function, on first use
+
+    def tokenize(self, caption):
+        """The tokens of `caption`, split by this vocabulary's tokenizer."""
+        if self._split is None:
+            self._split = get_tokenizer(self.tokenizer)
+        return self._split(caption)
 
     @property
     def words(self):
@@ -154,18 +245,21 @@ class Vocabulary:
     def __eq__(self, other):
         if not isinstance(other, Vocabulary):
             return NotImplemented
-        return self._words == other._words
+        return self._words == other._words and self.tokenizer == other.tokenizer
 
     __hash__ = None  # mutable-looking value object: compared by its words
 
     def __repr__(self):
-        return f"Vocabulary({len(self)} words: {list(self._words[4:9])}...)"
+        return (
+            f"Vocabulary({len(self)} words: {list(self._words[4:9])}..., "
+            f"tokenizer={self.tokenizer!r})"
+        )
 
     @classmethod
-    def build(cls, captions, min_count=4):
+    def build(cls, captions, min_count=4, tokenizer=None):
         """The vocabulary of a set of captions.
 
-        Keeps the words (after `tokenize`) seen at least `min_count` times,
+        Keeps the words (after tokenisation) seen at least `min_count` times,
         as the reference code did with the train and dev captions and
         `min_count=4`. Ids are given by descending count, ties broken
         alphabetically, so the result depends only on the counts, not on
@@ -174,11 +268,14 @@ class Vocabulary:
         Args:
             captions: iterable of caption strings.
             min_count: the fewest occurrences a word needs.
+            tokenizer: one of `TOKENIZERS`; None for `default_tokenizer()`.
 
         Returns:
             A `Vocabulary`.
         """
         _check_positive_int("min_count", min_count)
+        tokenizer = default_tokenizer() if tokenizer is None else tokenizer
+        split = get_tokenizer(tokenizer)
         counts = collections.Counter()
         for i, caption in enumerate(captions):
             if not isinstance(caption, str):
@@ -186,25 +283,28 @@ class Vocabulary:
                     "Expected `captions` to hold strings. "
                     f"Received: captions[{i}]={caption!r}"
                 )
-            counts.update(tokenize(caption))
+            counts.update(split(caption))
         kept = sorted(
             (word for word, count in counts.items() if count >= min_count),
             key=lambda word: (-counts[word], word),
         )
-        return cls(SPECIAL_TOKENS + tuple(kept))
+        return cls(SPECIAL_TOKENS + tuple(kept), tokenizer=tokenizer)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, tokenizer=None):
         """Reads a vocabulary JSON file, such as the authors' released ones.
 
         The format is `{"word2idx": {word: id}, "idx2word": {"0": word,
-        ...}, "idx": n}`. `idx2word`'s keys may be strings (as JSON writes
-        them) or integers; a file with only `word2idx` or only `idx2word`
-        is accepted. Where both are present they must agree, and `idx`, if
-        present, must be the number of words.
+        ...}, "idx": n, "tokenizer": name}`. `idx2word`'s keys may be
+        strings (as JSON writes them) or integers; a file with only
+        `word2idx` or only `idx2word` is accepted. Where both are present
+        they must agree, and `idx`, if present, must be the number of
+        words. `"tokenizer"` is optional (see the module docstring).
 
         Args:
             path: the JSON file.
+            tokenizer: the tokenizer of a file that names none (by default
+                `DEFAULT_TOKENIZER`); the one a file names always wins.
 
         Returns:
             A `Vocabulary`.
@@ -235,7 +335,8 @@ class Vocabulary:
             )
         try:
             words = _words_from_json(data)
-            return cls(words)
+            name = data.get("tokenizer") or tokenizer or DEFAULT_TOKENIZER
+            return cls(words, tokenizer=name)
         except ValueError as err:
             raise ValueError(f"Vocabulary file {path}: {err}") from None
 
@@ -249,12 +350,13 @@ class Vocabulary:
             "word2idx": dict(self._word2idx),
             "idx2word": {str(i): word for i, word in enumerate(self._words)},
             "idx": len(self._words),
+            "tokenizer": self.tokenizer,
         }
         with open(os.fspath(path), "w", encoding="utf-8") as f:
             json.dump(data, f)
 
     def _ids(self, caption):
-        tokens = tokenize(caption)
+        tokens = self.tokenize(caption)
         if not tokens:
             raise ValueError(
                 "A caption must hold at least one word after tokenisation. "
