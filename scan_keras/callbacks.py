@@ -9,11 +9,11 @@
   resumed run draws the same batches as an uninterrupted one.
 """
 
-import json
 import os
 
 import keras
 
+from scan_keras.atomic import read_json, save_model, write_json
 from scan_keras.evaluation import retrieval_metrics
 
 
@@ -89,8 +89,13 @@ class RetrievalValidation(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         path = self.record_path
         if path is not None and os.path.exists(path):
-            with open(path) as f:
-                self.best = json.load(f)["rsum"]
+            record = read_json(path, "the best model's record")
+            if not isinstance(record, dict) or "rsum" not in record:
+                raise ValueError(
+                    f"{path}: the best model's record holds no 'rsum'. "
+                    f"Received: {str(record)[:80]}"
+                )
+            self.best = record["rsum"]
 
     def on_epoch_end(self, epoch, logs=None):
         sims = self.model.similarity(
@@ -103,9 +108,10 @@ class RetrievalValidation(keras.callbacks.Callback):
         if improved:
             self.best = metrics["rsum"]
             if self.filepath is not None:
-                self.model.save(self.filepath)
-                with open(self.record_path, "w") as f:
-                    json.dump(dict(metrics, epoch=epoch + 1), f, indent=1)
+                # Each file whole or not at all: a kill mid-write leaves the
+                # previous best model in place.
+                save_model(self.model, self.filepath)
+                write_json(self.record_path, dict(metrics, epoch=epoch + 1), indent=1)
         if self.verbose:
             print(
                 f"\nEpoch {epoch + 1} validation: "

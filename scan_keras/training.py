@@ -18,12 +18,12 @@ An output folder holds:
 | `backup/` | the state of an unfinished run (weights, optimizer, epoch) |
 """
 
-import json
 import os
 
 import keras
 import numpy as np
 
+from scan_keras.atomic import read_json, save_model, write_json
 from scan_keras.callbacks import EpochShuffle, RetrievalValidation, step_decay
 from scan_keras.data import PairBatches, Vocabulary, load_split
 from scan_keras.data.vocabulary import check_tokenizer
@@ -99,8 +99,7 @@ def _check_out_dir(out_dir, settings):
             f"The output folder {out_dir} holds a finished run "
             f"({LAST_MODEL}): choose a new folder to train again."
         )
-    with open(config_path) as f:
-        previous = json.load(f)
+    previous = read_json(config_path, "the run's settings")
     # Runs written before the optimizer was a setting trained with Keras' Adam.
     previous.setdefault("optimizer", "keras_adam")
     if previous != settings:
@@ -198,8 +197,7 @@ def train(
     else:
         vocabulary = load_vocabulary(data_dir, vocab_path, tokenizer=tokenizer)
         vocabulary.save(os.path.join(out_dir, VOCAB))
-        with open(os.path.join(out_dir, RUN_CONFIG), "w") as f:
-            json.dump(settings, f, indent=1)
+        write_json(os.path.join(out_dir, RUN_CONFIG), settings, indent=1)
 
     keras.utils.set_random_seed(seed)
     overrides = dict(img_dim=train_split.img_dim, **model_overrides)
@@ -244,5 +242,5 @@ def train(
         callbacks=recipe + list(callbacks or []),
         verbose=verbose,
     )
-    model.save(os.path.join(out_dir, LAST_MODEL))
+    save_model(model, os.path.join(out_dir, LAST_MODEL))
     return model, history

@@ -32,6 +32,8 @@ import re
 
 import numpy as np
 
+from scan_keras.atomic import write_json
+
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 TOKENIZERS = ("nltk_punkt", "nltk", "regex")
 # What a vocabulary file without a "tokenizer" key was written with.
@@ -352,8 +354,7 @@ class Vocabulary:
             "idx": len(self._words),
             "tokenizer": self.tokenizer,
         }
-        with open(os.fspath(path), "w", encoding="utf-8") as f:
-            json.dump(data, f)
+        write_json(path, data)
 
     def _ids(self, caption):
         tokens = self.tokenize(caption)
