@@ -188,3 +188,32 @@ def test_a_word_seen_twice_counts_once_in_the_norm():
     model.train_on_batch(np.array([[1, 1]]), np.array([[100.0]]))
     row = ops.convert_to_numpy(model.layers[0].embeddings)[1]
     np.testing.assert_allclose(row, np.full(2, np.sqrt(0.5)) / 1e6, rtol=1e-5)
+
+
+def test_a_trained_model_loads_in_a_fresh_process(tmp_path):
+    # The saved model holds its compiled TorchAdam: `import scan_keras`
+    # must register it, or a new process cannot load the file.
+    import subprocess
+    import sys
+
+    from scan_keras.models import SCAN
+    from scan_keras.training import compile_scan
+
+    model = SCAN(vocab_size=20, img_dim=8, embed_size=16, word_dim=8)
+    model.build()
+    compile_scan(model)
+    rng = np.random.default_rng(0)
+    batch = {"features": rng.random((8, 5, 8), dtype=np.float32),
+             "token_ids": rng.integers(1, 20, size=(8, 6))}
+    model.fit(batch, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    code = (
+        "import keras, scan_keras; "
+        f"m = keras.saving.load_model({path!r}); "
+        "print(type(m.optimizer).__name__, int(m.optimizer.iterations))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(tmp_path), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["TorchAdam", "1"]
