@@ -14,11 +14,26 @@ import os
 import uuid
 
 
+# A killed write leaves its temporary file, hidden, under this prefix.
+TMP_PREFIX = ".tmp-"
+
+
+def remove_temporaries(folder):
+    """Removes what killed writes left in `folder` (call while owning it)."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith(TMP_PREFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path`; renames it over `path` on success.
 
-    The temporary name keeps `path`'s extension (Keras checks `.keras`).
+    The temporary name ends with `path`'s own name, so its extensions
+    (which Keras checks: `.keras`, `.weights.h5`) are kept.
     If the block raises, the temporary file is removed and `path` is left
     as it was.
 
@@ -34,9 +49,8 @@ def atomic_path(path):
     """
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
-    _, extension = os.path.splitext(name)
     # Not mkstemp: its file would keep mode 0600 instead of the umask's.
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{extension}")
+    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}")
     try:
         yield tmp
         with open(tmp, "rb") as f:

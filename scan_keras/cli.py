@@ -95,6 +95,17 @@ def _parser():
         "--workers", type=int, default=4,
         help="threads reading the next batches while one trains (4)",
     )
+    resume = train.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--restart", action="store_true",
+        help="start the run in OUT again from epoch 1, discarding its log, "
+        "backup and best model (for a run whose backup is lost)",
+    )
+    resume.add_argument(
+        "--resume-from-best", action="store_true",
+        help="resume the run in OUT from its best model and that model's epoch "
+        "(for a run whose backup is lost)",
+    )
     train.add_argument(
         "--tokenizer",
         help="how a vocabulary built here splits captions: nltk (default where "
@@ -242,6 +253,7 @@ def _train(args):
         workers=args.workers,
         optimizer=args.optimizer,
         tokenizer=args.tokenizer,
+        resume_from="restart" if args.restart else "best" if args.resume_from_best else None,
         **overrides,
     )
     best = os.path.join(args.out, BEST_MODEL)
@@ -359,8 +371,9 @@ def main(argv=None):
     }[args.command]
     try:
         return run(args)
-    except (FileNotFoundError, ValueError) as error:
-        # Bad input: one clear line, not a traceback.
+    except (OSError, ValueError) as error:
+        # Bad input, a full disk, a folder in use: one clear line, not a
+        # traceback (OSError's message names the file).
         print(f"scan-keras {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -15,21 +15,28 @@ An output folder holds:
 | `model_best.keras` (+ `.json`) | the best model by validation rsum, and its recalls |
 | `model_last.keras` | the model after the last epoch: the run has finished |
 | `log.csv` | loss, learning rate and validation recalls per epoch |
-| `backup/` | the state of an unfinished run (weights, optimizer, epoch) |
+| `backup/` | the state of an unfinished run: `manifest.json` names the epoch and its weights file (weights and optimizer) |
+| `.lock` | held by the process training in the folder (`scan_keras.runs`) |
+
+Every file is written whole or not at all (`scan_keras.atomic`), so a run
+killed at any moment resumes exactly, and a second run on the same folder
+stops at once.
 """
 
 import os
+import shutil
 
 import keras
 import numpy as np
 
-from scan_keras.atomic import read_json, save_model, write_json
+from scan_keras.atomic import read_json, remove_temporaries, save_model, write_json
 from scan_keras.callbacks import EpochShuffle, RetrievalValidation, step_decay
 from scan_keras.data import PairBatches, Vocabulary, load_split
 from scan_keras.data.vocabulary import check_tokenizer
 from scan_keras.models import SCAN
 from scan_keras.optimizers import get_optimizer
 from scan_keras.presets import get_preset
+from scan_keras.runs import LOCK, RunBackup, RunLock, restore
 
 BEST_MODEL = "model_best.keras"
 LAST_MODEL = "model_last.keras"
@@ -88,7 +95,7 @@ def _check_out_dir(out_dir, settings):
     """Decides between a new run and a resumed one; returns True to resume."""
     config_path = os.path.join(out_dir, RUN_CONFIG)
     if not os.path.exists(config_path):
-        if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if os.path.isdir(out_dir) and set(os.listdir(out_dir)) - {LOCK, BACKUP}:
             raise ValueError(
                 f"The output folder {out_dir} is not empty and holds no "
                 f"{RUN_CONFIG}: choose a new or empty folder."
@@ -100,8 +107,11 @@ def _check_out_dir(out_dir, settings):
             f"({LAST_MODEL}): choose a new folder to train again."
         )
     previous = read_json(config_path, "the run's settings")
-    # Runs written before the optimizer was a setting trained with Keras' Adam.
+    # Runs written before these were settings: Keras' Adam, and a vocabulary
+    # from the folder, its tokenizer the regex.
     previous.setdefault("optimizer", "keras_adam")
+    for key in ("vocab_path", "tokenizer", "img_dim"):
+        previous.setdefault(key, settings[key] if key == "img_dim" else None)
     if previous != settings:
         changed = sorted(
             k for k in set(previous) | set(settings)
@@ -132,6 +142,7 @@ def train(
     model_class=SCAN,
     optimizer="torch_adam",
     tokenizer=None,
+    resume_from=None,
     **model_overrides,
 ):
     """Trains SCAN with a preset's recipe; resumes an interrupted run.
@@ -161,6 +172,9 @@ def train(
         optimizer: the optimizer's name, see `compile_scan`.
         tokenizer: the tokenizer of a vocabulary built for the run (see
             `load_vocabulary`); a resumed run keeps its own.
+        resume_from: where a run whose backup is missing or unreadable
+            starts again: `"restart"` (from scratch) or `"best"` (from the
+            best model); None stops with an error that offers both.
         **model_overrides: `SCAN` arguments replacing the preset's, such
             as `embed_size=64` for a quick run.
 
@@ -175,72 +189,120 @@ def train(
     get_optimizer(optimizer)
     if tokenizer is not None:
         check_tokenizer(tokenizer)
+    if resume_from not in (None, "restart", "best"):
+        raise ValueError(
+            "Expected `resume_from` to be None, 'restart' or 'best'. "
+            f"Received: resume_from={resume_from!r}"
+        )
+    out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"The output folder {out_dir} is a file: give a folder.")
+
+    # Every split the run reads, checked against each other before any step.
+    train_split = load_split(data_dir, "train")
+    val = load_split(data_dir, val_split)
+    if val.img_dim != train_split.img_dim:
+        raise ValueError(
+            f"The {val_split} features of {data_dir} have {val.img_dim} "
+            f"dimensions, the train features {train_split.img_dim}: both "
+            "splits must come from the same feature extractor."
+        )
     settings = {
         "preset": preset.name,
         "model": model_class.__name__,
         "data_dir": os.path.abspath(data_dir),
+        "img_dim": train_split.img_dim,
         "epochs": epochs,
         "batch_size": batch_size,
         "val_split": val_split,
         "val_images": val_images,
         "seed": seed,
         "optimizer": optimizer,
+        "vocab_path": None if vocab_path is None else os.path.abspath(vocab_path),
+        "tokenizer": tokenizer,
         "model_overrides": model_overrides,
     }
-    resume = _check_out_dir(out_dir, settings)
     os.makedirs(out_dir, exist_ok=True)
+    with RunLock(out_dir):
+        for folder in (out_dir, os.path.join(out_dir, BACKUP)):
+            remove_temporaries(folder)
+        if os.path.exists(os.path.join(out_dir, LAST_MODEL)):
+            # Killed after its last model was written: the run is complete.
+            shutil.rmtree(os.path.join(out_dir, BACKUP), ignore_errors=True)
+        if not _check_out_dir(out_dir, settings):
+            write_json(os.path.join(out_dir, RUN_CONFIG), settings, indent=1)
+        # A run killed before its vocabulary was written builds it again:
+        # the same settings give the same vocabulary.
+        vocab_file = os.path.join(out_dir, VOCAB)
+        if os.path.exists(vocab_file):
+            vocabulary = Vocabulary.load(vocab_file)
+        else:
+            vocabulary = load_vocabulary(data_dir, vocab_path, tokenizer=tokenizer)
+            vocabulary.save(vocab_file)
 
-    train_split = load_split(data_dir, "train")
-    val = load_split(data_dir, val_split)
-    if resume:
-        vocabulary = Vocabulary.load(os.path.join(out_dir, VOCAB))
-    else:
-        vocabulary = load_vocabulary(data_dir, vocab_path, tokenizer=tokenizer)
-        vocabulary.save(os.path.join(out_dir, VOCAB))
-        write_json(os.path.join(out_dir, RUN_CONFIG), settings, indent=1)
+        keras.utils.set_random_seed(seed)
+        overrides = dict(img_dim=train_split.img_dim, **model_overrides)
+        model = model_class.from_preset(preset, vocabulary=vocabulary, **overrides)
+        model.build()
+        compile_scan(model, preset.learning_rate, preset.grad_clip, optimizer)
+        paths = {
+            "backup_dir": os.path.join(out_dir, BACKUP),
+            "log_path": os.path.join(out_dir, LOG),
+            "best_path": os.path.join(out_dir, BEST_MODEL),
+        }
+        initial_epoch = restore(model, out_dir, resume_from=resume_from, **paths)
 
-    keras.utils.set_random_seed(seed)
-    overrides = dict(img_dim=train_split.img_dim, **model_overrides)
-    model = model_class.from_preset(preset, vocabulary=vocabulary, **overrides)
-    model.build()
-    compile_scan(model, preset.learning_rate, preset.grad_clip, optimizer)
-
-    batches = PairBatches(
-        train_split,
-        vocabulary,
-        batch_size=batch_size,
-        shuffle=True,
-        seed=seed,
-        pad_to_multiple=pad_to_multiple,
-        workers=workers,
-    )
-    n_val = min(val_images, val.n_images)
-    val_captions = val.captions[: n_val * val.captions_per_image]
-    recipe = [
-        EpochShuffle(batches),
-        keras.callbacks.LearningRateScheduler(
-            step_decay(preset.learning_rate, preset.lr_update)
-        ),
-        RetrievalValidation(
-            val.image_features(np.arange(n_val)),
-            vocabulary.encode_batch(val_captions),
-            captions_per_image=val.captions_per_image,
-            filepath=os.path.join(out_dir, BEST_MODEL),
-            verbose=int(verbose != 0),
-        ),
-        # After the validation: the CSV rows carry its recalls.
-        keras.callbacks.CSVLogger(os.path.join(out_dir, LOG), append=True),
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, BACKUP)),
-    ]
-    history = model.fit(
-        batches,
-        # PairBatches shuffles by itself, by epoch; Keras' shuffle would
-        # reorder the batches with the global RNG, which a resumed run
-        # cannot replay.
-        shuffle=False,
-        epochs=epochs,
-        callbacks=recipe + list(callbacks or []),
-        verbose=verbose,
-    )
-    save_model(model, os.path.join(out_dir, LAST_MODEL))
+        batches = PairBatches(
+            train_split,
+            vocabulary,
+            batch_size=batch_size,
+            shuffle=True,
+            seed=seed,
+            pad_to_multiple=pad_to_multiple,
+            workers=workers,
+        )
+        n_val = min(val_images, val.n_images)
+        val_captions = val.captions[: n_val * val.captions_per_image]
+        recipe = [
+            EpochShuffle(batches),
+            keras.callbacks.LearningRateScheduler(
+                step_decay(preset.learning_rate, preset.lr_update)
+            ),
+            RetrievalValidation(
+                val.image_features(np.arange(n_val)),
+                vocabulary.encode_batch(val_captions),
+                captions_per_image=val.captions_per_image,
+                filepath=paths["best_path"],
+                verbose=int(verbose != 0),
+            ),
+            # After the validation: the CSV rows carry its recalls.
+            keras.callbacks.CSVLogger(paths["log_path"], append=True),
+            # Last: an epoch counts as done once its best model and log row are.
+            RunBackup(paths["backup_dir"]),
+        ]
+        try:
+            history = model.fit(
+                batches,
+                # PairBatches shuffles by itself, by epoch; Keras' shuffle
+                # would reorder the batches with the global RNG, which a
+                # resumed run cannot replay.
+                shuffle=False,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                callbacks=recipe + list(callbacks or []),
+                verbose=verbose,
+            )
+            save_model(model, os.path.join(out_dir, LAST_MODEL))
+        except OSError as err:
+            # A full disk or a folder made read-only: Keras' own writers
+            # (the log) do not name the file.
+            raise OSError(
+                err.errno,
+                f"writing the run in {out_dir} failed ({err}). Every file "
+                "there is the last complete one; solve the problem (free "
+                "space?) and start the same command again to resume",
+            ) from err
+        # Only now: a kill before this line resumes at the last epoch and
+        # writes the last model, without training again.
+        shutil.rmtree(paths["backup_dir"], ignore_errors=True)
     return model, history
