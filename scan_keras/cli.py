@@ -281,13 +281,20 @@ def _evaluate(args):
     import keras
 
     from scan_keras.data import load_split
-    from scan_keras.evaluation import evaluate
+    from scan_keras.evaluation import PROTOCOL_IMAGES, evaluate
 
     for path in args.models:
         if not os.path.exists(path):
             raise FileNotFoundError(f"No such model file: {path}")
-    models = [keras.saving.load_model(path, compile=False) for path in args.models]
     split = load_split(args.data_dir, args.split)
+    expected = PROTOCOL_IMAGES[args.protocol]
+    if args.protocol != "1k" and split.n_images != expected:
+        raise ValueError(
+            f"--protocol {args.protocol} needs the {expected} images of COCO "
+            f"testall; {args.data_dir} split {split.split!r} has "
+            f"{split.n_images}. --protocol 1k scores all its images at once."
+        )
+    models = [keras.saving.load_model(path, compile=False) for path in args.models]
     print(
         f"evaluating {len(models)} model(s) on {split.split} "
         f"({split.n_images} images, {split.n_captions} captions), "
@@ -296,6 +303,12 @@ def _evaluate(args):
     metrics = evaluate(models, split, args.protocol, batch_size=args.batch_size)
     paper_name = args.paper or _guess_paper_name(models)
     paper = _paper_row(paper_name, args.protocol) if paper_name else None
+    if split.n_images != expected:
+        print(
+            f"on all {split.n_images} images at once, not the {expected} of the "
+            "paper's protocol: the paper's row is not shown beside it"
+        )
+        paper_name = paper = None
     print(format_table(metrics, paper, paper_name))
     grounding = _grounding(models, args.data_dir, split)
     if grounding is not None:

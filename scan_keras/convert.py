@@ -296,7 +296,15 @@ def _read_state(torch, state, expected, which, settings, path):
                 f"{path}: {key!r} of the {which} state dict has shape "
                 f"{actual}, but its options ({settings}) imply {shape}."
             )
-        arrays[key] = tensor.detach().to(torch.float32).cpu().numpy()
+        array = tensor.detach().to(torch.float32).cpu().numpy()
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise ValueError(
+                f"{path}: {key!r} of the {which} state dict holds {bad} "
+                "values that are NaN or infinite (a run that diverged?): such "
+                "a model scores nothing. Convert a checkpoint of an earlier epoch."
+            )
+        arrays[key] = array
     return arrays
 
 

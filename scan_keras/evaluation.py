@@ -24,6 +24,9 @@ from scan_keras.jit import compiled, finite_rows, pad_rows
 
 RECALL_KS = (1, 5, 10)
 PROTOCOLS = ("1k", "5fold1k", "5k")
+# The images of the split each protocol is defined on (Flickr30K test,
+# COCO testall), which a result must have to stand beside the paper's.
+PROTOCOL_IMAGES = {"1k": 1000, "5fold1k": 5000, "5k": 5000}
 METRIC_NAMES = tuple(
     f"{direction}_{name}"
     for direction in ("i2t", "t2i")

@@ -70,7 +70,19 @@ def test_train_then_evaluate(data_dir, tmp_path):
             ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"))
     )
 
+    # 20 test images: scored, but not beside the paper's 1,000-image row.
     done = scan_keras("evaluate", "--data-dir", data_dir, "--json", report, model)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not shown" in done.stdout and "paper f30k_i2t_avg" not in done.stdout
+    with open(report) as f:
+        assert json.load(f)["paper"] is None
+    for protocol in ("5fold1k", "5k"):
+        done = scan_keras("evaluate", "--data-dir", data_dir, "--protocol", protocol, model)
+        assert done.returncode == 2 and "needs the 5000 images" in done.stderr
+
+    flickr_size = str(tmp_path / "flickr_size")
+    write_toy_precomp(flickr_size, n_images={"test": 1000}, seed=6)
+    done = scan_keras("evaluate", "--data-dir", flickr_size, "--json", report, model)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "paper f30k_i2t_avg" in done.stdout  # the paper's row beside ours
     assert "67.9" in done.stdout  # its sentence R@1 (Table 1)

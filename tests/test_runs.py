@@ -33,6 +33,15 @@ KWARGS = dict(epochs=EPOCHS, batch_size=16, seed=1, workers=0, verbose=0,
               tokenizer="regex", embed_size=16, word_dim=8)
 
 
+# Kills, locks and subprocesses test the folder's mechanics, which do not
+# depend on the backend: they run once, under JAX; the in-process tests of
+# saved weights run under every backend.
+once = pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="backend-independent (subprocesses and signals): run under JAX",
+)
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("toy"))
@@ -120,6 +129,7 @@ def log_epochs(out):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
+@once
 def test_killed_at_every_write_the_run_ends_as_an_uninterrupted_one(
     data_dir, straight, tmp_path
 ):
@@ -184,10 +194,9 @@ def test_a_lost_backup_stops_with_the_choices(data_dir, straight, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_a_truncated_backup_is_named(data_dir, tmp_path):
+def test_a_truncated_backup_is_named(data_dir, straight, tmp_path):
     out = str(tmp_path / "truncated")
-    code = run_and_kill(command(data_dir, out), out, k=10_000)  # runs to the end
-    assert code == 0
+    shutil.copytree(straight, out)
     # Make an unfinished run with a backup, then truncate its weights.
     os.remove(os.path.join(out, LAST_MODEL))
     os.makedirs(os.path.join(out, BACKUP))
@@ -202,6 +211,7 @@ def test_a_truncated_backup_is_named(data_dir, tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@once
 def test_a_second_run_on_the_folder_stops_at_once(data_dir, tmp_path):
     out = str(tmp_path / "busy")
     first = subprocess.Popen(command(data_dir, out), stdout=subprocess.DEVNULL,
@@ -296,3 +306,31 @@ def test_a_full_disk_keeps_the_best_model_and_resumes(data_dir, straight, small_
     expected = keras.saving.load_model(os.path.join(straight, LAST_MODEL))
     for a, b in zip(done.get_weights(), expected.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_byte_order_mark_is_dropped_with_a_note(tmp_path):
+    from scan_keras.data import load_split, write_split
+
+    write_split(str(tmp_path), "test", np.zeros((1, 2, 3), "float32"),
+                ["a dog runs"] * 5)
+    path = tmp_path / "test_caps.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    with pytest.warns(UserWarning, match="byte-order mark"):
+        split = load_split(str(tmp_path), "test")
+    assert split.captions[0] == "a dog runs"
+
+
+def test_convert_refuses_weights_that_are_not_finite(tmp_path):
+    pytest.importorskip("torch")
+    import test_convert
+
+    from scan_keras.convert import load_official_checkpoint
+
+    opt = test_convert.make_options()
+    encoders = test_convert.make_encoders(opt)
+    state = encoders[1].state_dict()
+    state["rnn.weight_hh_l0"][3, 5] = float("nan")
+    path = test_convert.save_checkpoint(tmp_path / "m.pth.tar", encoders, opt,
+                                        text_state=state)
+    with pytest.raises(ValueError, match="rnn.weight_hh_l0.*1 values that are NaN"):
+        load_official_checkpoint(path)

@@ -15,6 +15,7 @@ read of features checks those images for NaN and infinity.
 
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -291,6 +292,11 @@ def _read_captions(path):
             text = f.read()
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not valid UTF-8 text: {err}") from None
+    if text.startswith("\ufeff"):
+        # Some editors write a byte-order mark; kept, it would become a
+        # token of caption 0.
+        warnings.warn(f"{path} starts with a UTF-8 byte-order mark: ignored.", stacklevel=3)
+        text = text[1:]
     # Split on "\n" only: str.splitlines would also split on characters a
     # caption may contain (\x0c, \u2028, ...) and shift captions to the
     # wrong images.

@@ -179,8 +179,12 @@ def write_toy_precomp(
     vocab_splits = [s for s in ("train", "dev") if s in captions_of] or list(
         captions_of
     )
+    # The package's own tokenizer: generated captions need no nltk, and the
+    # same arguments write the same bytes with or without it installed.
     vocabulary = Vocabulary.build(
-        [c for s in vocab_splits for c in captions_of[s]], min_count=TOY_MIN_COUNT
+        [c for s in vocab_splits for c in captions_of[s]],
+        min_count=TOY_MIN_COUNT,
+        tokenizer="regex",
     )
     vocabulary.save(os.path.join(os.fspath(data_dir), "vocab.json"))
     return vocabulary

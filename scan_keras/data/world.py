@@ -877,8 +877,13 @@ def write_world(data_dir, sizes=None, seed=0, min_count=WORLD_MIN_COUNT, **kwarg
         with open(_grounding_path(data_dir, split), "w", encoding="utf-8") as f:
             json.dump(record, f, separators=(",", ":"))
     vocab_splits = [s for s in ("train", "dev") if s in world] or list(world)
+    # The world's grammar writes captions that the package's own tokenizer
+    # splits as nltk does (tests/test_tokenizers.py): no nltk needed, and
+    # the same files with or without it.
     vocabulary = Vocabulary.build(
-        [c for s in vocab_splits for c in world[s].captions], min_count=min_count
+        [c for s in vocab_splits for c in world[s].captions],
+        min_count=min_count,
+        tokenizer="regex",
     )
     vocabulary.save(os.path.join(data_dir, "vocab.json"))
     return vocabulary
