@@ -126,7 +126,7 @@ class EpochShuffle(keras.callbacks.Callback):
     """Sets the epoch of a `PairBatches` before each epoch's first batch.
 
     Its shuffle order depends on the epoch alone, so a run resumed by
-    `BackupAndRestore` at epoch e sees the batches an uninterrupted run
+    `scan_keras.runs` at epoch e sees the batches an uninterrupted run
     would have seen.
     """
 

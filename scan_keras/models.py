@@ -267,7 +267,7 @@ class SCAN(keras.Model):
         return preset.attention_config()
 
     # Building from the configuration alone (no sample input needed) lets
-    # `.keras` files load and BackupAndRestore restore before any data.
+    # `.keras` files load and a run's backup restore before any data.
     def build(self, input_shape=None):
         self.image_encoder.build((None, None, self.img_dim))
         self.caption_encoder.build((None, None))

@@ -27,3 +27,25 @@ def test_keras_adam_does_not():
     # update after the first step, which these tests must be able to see.
     rows = training_fidelity.compare("t2i", True, steps=2, optimizer="keras_adam")
     assert rows[0]["update_error"] > 1e-2
+
+
+def test_the_demo_seed_figures_in_the_docs_are_the_stored_ones():
+    import csv
+    import os
+    import re
+
+    import numpy as np
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "notebooks/results/demo_seeds_optimizers.csv")) as f:
+        rows = list(csv.DictReader(f))
+    text = open(os.path.join(root, "docs/reproducing.md"), encoding="utf-8").read()
+    for optimizer in ("torch_adam", "keras_adam"):
+        values = [float(r["best_val_rsum"]) for r in rows if r["optimizer"] == optimizer]
+        escaped = [v for v in values if v > 100]
+        stated = (
+            f"`{optimizer}`, {len(escaped)} of {len(values)}( runs escaped)?, "
+            f"(best validation rsum )?{np.mean(escaped):.1f} ± {np.std(escaped, ddof=1):.1f}"
+        )
+        assert re.search(stated, text.replace("\n", " ")), stated
+        assert max(v for v in values if v <= 100) < 25
