@@ -21,6 +21,7 @@ against kills, full disks and a second process:
   cover, so that every epoch appears once.
 """
 
+import contextlib
 import csv
 import os
 import shutil
@@ -49,28 +50,42 @@ class RunLock:
             import fcntl
         except ImportError:  # Windows: no lock, as before
             return self
-        self._file = open(self.path, "a+")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "unknown"
-            self._file.close()
-            self._file = None
-            raise BlockingIOError(
-                f"{os.path.dirname(self.path)} is in use by another training "
-                f"process (PID {holder}): wait for it to end, or stop it, "
-                "before starting this run again."
-            ) from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(str(os.getpid()))
-        self._file.flush()
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                handle.close()
+                raise BlockingIOError(
+                    f"{os.path.dirname(self.path)} is in use by another training "
+                    f"process (PID {holder}): wait for it to end, or stop it, "
+                    "before starting this run again."
+                ) from None
+            # The owner before us removes the file as it ends: a lock taken
+            # on that removed file is no lock; open the new one.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
         return self
 
     def __exit__(self, *exc):
         if self._file is not None:
-            self._file.close()  # closing releases the lock
+            # Removed while still held, so no one locks it in between; a
+            # killed process leaves it, unlocked, for the next to take.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+            self._file.close()
             self._file = None
         return False
 

@@ -493,10 +493,13 @@ def test_cli_convert_then_evaluate(tmp_path, capsys):
     expected = retrieval_metrics(sims)
     ours = cli.format_table(expected).splitlines()[2]
     assert ours in printed.out
-    # Named after the paper's variant, so the paper's row is shown too.
-    assert "paper f30k_t2i_avg" in printed.out
+    # Named after the paper's variant; on 20 images, not beside its row.
+    assert model.name == "scan_f30k_t2i_avg"
+    assert "not shown" in printed.out and "paper f30k_t2i_avg" not in printed.out
     with open(report) as f:
-        assert json.load(f)["metrics"] == pytest.approx(expected)
+        result = json.load(f)
+    assert result["metrics"] == pytest.approx(expected)
+    assert result["paper"] is None
 
 
 def test_cli_convert_bad_input(tmp_path, capsys):

@@ -34,11 +34,12 @@ KWARGS = dict(epochs=EPOCHS, batch_size=16, seed=1, workers=0, verbose=0,
 
 
 # Kills, locks and subprocesses test the folder's mechanics, which do not
-# depend on the backend: they run once, under JAX; the in-process tests of
+# depend on the backend: they run once, under PyTorch (the quickest to
+# start a training process); the in-process tests of
 # saved weights run under every backend.
 once = pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="backend-independent (subprocesses and signals): run under JAX",
+    keras.backend.backend() != "torch",
+    reason="backend-independent (subprocesses and signals): run under PyTorch",
 )
 
 
@@ -153,7 +154,7 @@ def test_killed_at_every_write_the_run_ends_as_an_uninterrupted_one(
     assert "finished run" in last_stderr(out)
     assert log_epochs(out) == list(range(EPOCHS))
     assert not os.path.exists(os.path.join(out, BACKUP))
-    assert not [n for n in os.listdir(out) if n.startswith(TMP_PREFIX)]
+    assert not [n for n in os.listdir(out) if n.startswith(TMP_PREFIX) or n == ".lock"]
     done = keras.saving.load_model(os.path.join(out, LAST_MODEL))
     expected = keras.saving.load_model(os.path.join(straight, LAST_MODEL))
     for a, b in zip(done.get_weights(), expected.get_weights()):
@@ -334,3 +335,37 @@ def test_convert_refuses_weights_that_are_not_finite(tmp_path):
                                         text_state=state)
     with pytest.raises(ValueError, match="rnn.weight_hh_l0.*1 values that are NaN"):
         load_official_checkpoint(path)
+
+
+def _backup_of_the_end(straight, out):
+    """A folder as a kill after the last epoch's backup, before the last model."""
+    shutil.copytree(straight, out)
+    last = keras.saving.load_model(os.path.join(out, LAST_MODEL))
+    os.remove(os.path.join(out, LAST_MODEL))
+    os.makedirs(os.path.join(out, BACKUP))
+    name = f"epoch-{EPOCHS}.weights.h5"
+    last.save_weights(os.path.join(out, BACKUP, name))
+    json.dump({"epoch": EPOCHS, "weights": name},
+              open(os.path.join(out, BACKUP, MANIFEST), "w"))
+    return last
+
+
+def test_killed_before_the_last_model_it_finishes_without_training(data_dir, straight, tmp_path):
+    out = str(tmp_path / "end")
+    last = _backup_of_the_end(straight, out)
+    _, history = train("f30k_t2i_avg", data_dir, out, **KWARGS)
+    assert history.history.get("loss", []) == []  # no epoch trained again
+    assert log_epochs(out) == list(range(EPOCHS))
+    assert not os.path.exists(os.path.join(out, BACKUP))
+    done = keras.saving.load_model(os.path.join(out, LAST_MODEL))
+    for a, b in zip(done.get_weights(), last.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_lost_manifest_is_a_lost_backup(data_dir, straight, tmp_path):
+    out = str(tmp_path / "manifest")
+    _backup_of_the_end(straight, out)
+    os.remove(os.path.join(out, BACKUP, MANIFEST))  # the weights file stays
+    with pytest.raises(ValueError, match="holds no backup.*epochs up to 3.*--restart"):
+        train("f30k_t2i_avg", data_dir, out, **KWARGS)
+    assert log_epochs(out) == list(range(EPOCHS))  # nothing trained, nothing lost
