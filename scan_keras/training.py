@@ -110,8 +110,9 @@ def _check_out_dir(out_dir, settings):
     # Runs written before these were settings: Keras' Adam, and a vocabulary
     # from the folder, its tokenizer the regex.
     previous.setdefault("optimizer", "keras_adam")
-    for key in ("vocab_path", "tokenizer", "img_dim"):
-        previous.setdefault(key, settings[key] if key == "img_dim" else None)
+    previous.setdefault("vocab_path", None)
+    previous.setdefault("tokenizer", None)
+    previous.setdefault("img_dim", settings["img_dim"])
     if previous != settings:
         changed = sorted(
             k for k in set(previous) | set(settings)

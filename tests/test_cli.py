@@ -37,7 +37,7 @@ def test_help_explains_presets_and_protocols():
     assert "5fold1k" in done.stdout and "ensemble" in done.stdout
 
 
-def test_train_then_evaluate(data_dir, tmp_path):
+def test_train_then_evaluate(data_dir, tmp_path, capsys):
     out = str(tmp_path / "run")
     done = scan_keras(
         "train", "--preset", "f30k_i2t_avg", "--data-dir", data_dir,
@@ -76,16 +76,19 @@ def test_train_then_evaluate(data_dir, tmp_path):
     assert "not shown" in done.stdout and "paper f30k_i2t_avg" not in done.stdout
     with open(report) as f:
         assert json.load(f)["paper"] is None
+
+    from scan_keras.cli import main
+
     for protocol in ("5fold1k", "5k"):
-        done = scan_keras("evaluate", "--data-dir", data_dir, "--protocol", protocol, model)
-        assert done.returncode == 2 and "needs the 5000 images" in done.stderr
+        assert main(["evaluate", "--data-dir", data_dir, "--protocol", protocol, model]) == 2
+        assert "needs the 5000 images" in capsys.readouterr().err
 
     flickr_size = str(tmp_path / "flickr_size")
     write_toy_precomp(flickr_size, n_images={"test": 1000}, seed=6)
-    done = scan_keras("evaluate", "--data-dir", flickr_size, "--json", report, model)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "paper f30k_i2t_avg" in done.stdout  # the paper's row beside ours
-    assert "67.9" in done.stdout  # its sentence R@1 (Table 1)
+    assert main(["evaluate", "--data-dir", flickr_size, "--json", report, model]) == 0
+    printed = capsys.readouterr().out
+    assert "paper f30k_i2t_avg" in printed  # the paper's row beside ours
+    assert "67.9" in printed  # its sentence R@1 (Table 1)
     with open(report) as f:
         assert json.load(f)["paper"]["metrics"]["i2t_r1"] == 67.9
 
@@ -103,17 +106,21 @@ def test_bad_input_gets_one_clear_line(data_dir, tmp_path):
     assert done.returncode == 2 and "missing.keras" in done.stderr
     done = scan_keras("evaluate", "--data-dir", data_dir, "--protocol", "2k", "m")
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def test_bad_names_are_refused_before_any_file(data_dir, tmp_path, capsys):
+    from scan_keras.cli import main
+
     for option, value, message in (
         ("--optimizer", "adamw", "Unknown optimizer"),
         ("--tokenizer", "spacy", "Unknown tokenizer"),
     ):
         out = tmp_path / option.strip("-")
-        done = scan_keras(
-            "train", "--preset", "f30k_t2i_avg", "--data-dir", data_dir,
-            "--out", str(out), option, value,
-        )
-        assert done.returncode == 2, done.stderr[-2000:]
-        assert message in done.stderr and "Traceback" not in done.stderr
+        argv = ["train", "--preset", "f30k_t2i_avg", "--data-dir", data_dir,
+                "--out", str(out), option, value]
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
 
 
 def test_paper_row_is_guessed_from_model_names():
