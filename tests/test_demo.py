@@ -71,3 +71,29 @@ def test_demo_rejects_bad_sizes(tmp_path, value, capsys):
 
     assert main(["demo", "--out", str(tmp_path / "x"), "--train-images", value]) == 2
     assert "train_images" in capsys.readouterr().err
+
+
+def test_the_documented_demo_table_is_the_stored_run():
+    # docs/reproducing.md and notebook 4 quote one run of the demo (seed 0);
+    # notebooks/results/demo_seed0.json is that run's results.json.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stored = json.load(open(os.path.join(root, "notebooks/results/demo_seed0.json")))
+    scan, base = stored["models"]["SCAN t2i AVG"], stored["models"]["global (VSE++)"]
+    docs = open(os.path.join(root, "docs/reproducing.md"), encoding="utf-8").read()
+    rows = {
+        "sentence R@1": "i2t_r1", "sentence R@5": "i2t_r5", "sentence R@10": "i2t_r10",
+        "image R@1": "t2i_r1", "image R@5": "t2i_r5", "image R@10": "t2i_r10",
+        "rsum (of 600)": "rsum", "grounding accuracy %": "grounding_accuracy",
+        "attention on the named region %": "attention_mass",
+    }
+    for label, key in rows.items():
+        assert f"| {label} | {scan[key]:.1f} | {base[key]:.1f} |" in docs, label
+    notebook = json.load(open(os.path.join(root, "notebooks/04_training_on_the_world.ipynb")))
+    text = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
+    for label, key in (("R@1 image -> text", "i2t_r1"), ("R@1 text -> image", "t2i_r1"),
+                       ("rsum (of 600)", "rsum"), ("grounding accuracy %", "grounding_accuracy"),
+                       ("attention on the named region %", "attention_mass")):
+        assert f"| {label} | {scan[key]:.1f} | {base[key]:.1f} |" in text, label
+    assert f"rsum is {scan['rsum'] / base['rsum']:.1f} times" in text
+    assert f"right {base['grounding_accuracy']:.0f}% of the time" in text
+    assert f"put {scan['attention_mass']:.0f}% of their weight" in text
