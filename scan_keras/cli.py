@@ -55,6 +55,7 @@ def _parser():
         help="training images (the world's default); dev and test scale along",
     )
     demo.add_argument("--epochs", type=int, help="training epochs (the demo's default)")
+    _add_verbose(demo)
 
     train = commands.add_parser(
         "train",
@@ -112,6 +113,7 @@ def _parser():
         "nltk is installed), nltk_punkt or regex (default otherwise); a "
         "vocabulary file keeps its own",
     )
+    _add_verbose(train)
     train.add_argument(
         "--optimizer", default="torch_adam",
         help="torch_adam (default: the steps of torch.optim.Adam, as the "
@@ -172,6 +174,22 @@ def _parser():
         "close to nltk, without nltk)",
     )
     return parser
+
+
+def _add_verbose(parser):
+    parser.add_argument(
+        "--verbose", type=int, choices=(0, 1, 2),
+        help="0 silent, 1 progress bars, 2 one line per epoch (default: 1 on a "
+        "terminal, 2 when the output goes to a file or a pipe)",
+    )
+
+
+def _verbosity(args):
+    """`--verbose`, or what fits where the output goes: redrawn progress
+    bars in a log file are megabytes of escape codes."""
+    if args.verbose is not None:
+        return args.verbose
+    return 1 if sys.stdout.isatty() else 2
 
 
 def _paper_row(name, protocol):
@@ -253,6 +271,7 @@ def _train(args):
         workers=args.workers,
         optimizer=args.optimizer,
         tokenizer=args.tokenizer,
+        verbose=_verbosity(args),
         resume_from="restart" if args.restart else "best" if args.resume_from_best else None,
         **overrides,
     )
@@ -370,7 +389,13 @@ def _convert(args):
 def _demo(args):
     from scan_keras.demo import run_demo
 
-    run_demo(args.out, seed=args.seed, train_images=args.train_images, epochs=args.epochs)
+    run_demo(
+        args.out,
+        seed=args.seed,
+        train_images=args.train_images,
+        epochs=args.epochs,
+        verbose=_verbosity(args),
+    )
     return 0
 
 

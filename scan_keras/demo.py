@@ -124,7 +124,8 @@ def run_demo(
         train_images: number of training images (the world's default if
             None); dev and test shrink in proportion.
         epochs: training epochs (`DEMO_PRESET.num_epochs` if None).
-        verbose: 1 for progress bars and the printed table, 0 for silence.
+        verbose: 1 for progress bars and the printed table, 2 for one line
+            per epoch instead of bars (for a log file), 0 for silence.
 
     Returns:
         A dict with `models` (per model: the test recalls and grounding

@@ -47,6 +47,9 @@ def test_train_then_evaluate(data_dir, tmp_path, capsys):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "best validation model" in done.stdout
+    # Output to a pipe: one line per epoch, no redrawn progress bars.
+    assert "\r" not in done.stdout and "\x1b" not in done.stdout
+    assert done.stdout.count(" - loss: ") == 1  # the one epoch, on one line
     model = os.path.join(out, "model_best.keras")
     # The options reach the saved model (a .keras file is a zip with its config).
     with zipfile.ZipFile(model) as archive:

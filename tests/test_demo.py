@@ -21,6 +21,8 @@ def test_demo_runs_end_to_end(tmp_path):
         capture_output=True, text=True, env=env, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # Output to a pipe: one line per epoch, no redrawn progress bars.
+    assert "\r" not in done.stdout and "\x1b" not in done.stdout
     results = json.loads((out / "results.json").read_text())
     assert set(results["models"]) == {"SCAN t2i AVG", "global (VSE++)"}
     for metrics in results["models"].values():
