@@ -1,6 +1,6 @@
 """The reference PyTorch code's model and training step, written out in torch.
 
-Written from `shared`'s description of the authors' code (github.com/kuanghuei/SCAN):
+Written from the paper and the authors' code (github.com/kuanghuei/SCAN):
 its encoders (`fc`; `embed` + `rnn` over packed sequences), the
 per-caption loop of its cross attention (`xattn_score_t2i`, `xattn_score_i2t`),
 its contrastive loss, and its training step (`loss.backward()`,
