@@ -141,18 +141,26 @@ def read_manifest(backup_dir):
     return epoch, weights
 
 
+def _log_rows(log_path):
+    """`(fields, [(epoch, row, complete)])` of the log's parsable rows."""
+    with open(log_path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = []
+        for row in reader:
+            try:
+                epoch = int(row["epoch"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            # A row cut short by a kill lacks fields (None values).
+            rows.append((epoch, row, None not in row.values() and None not in row))
+        return reader.fieldnames, rows
+
+
 def log_epochs(log_path):
     """The 0-based epochs the log has rows for (unparsable rows skipped)."""
     if not os.path.exists(log_path):
         return []
-    epochs = []
-    with open(log_path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                epochs.append(int(row["epoch"]))
-            except (KeyError, TypeError, ValueError):
-                continue
-    return epochs
+    return [epoch for epoch, _, _ in _log_rows(log_path)[1]]
 
 
 def trim_log(log_path, start_epoch):
@@ -163,31 +171,27 @@ def trim_log(log_path, start_epoch):
     """
     if not os.path.exists(log_path):
         return
-    with open(log_path, newline="") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames
-        rows = []
-        for row in reader:
-            try:
-                complete = None not in row.values() and None not in row
-                if complete and int(row["epoch"]) < start_epoch:
-                    rows.append(row)
-            except (KeyError, TypeError, ValueError):
-                continue
+    fields, rows = _log_rows(log_path)
+    kept = [row for epoch, row, complete in rows if complete and epoch < start_epoch]
     with atomic_path(log_path) as tmp:
         with open(tmp, "w", newline="") as f:
             if fields:
                 writer = csv.DictWriter(f, fieldnames=fields)
                 writer.writeheader()
-                writer.writerows(rows)
+                writer.writerows(kept)
+
+
+def _build_optimizer(model):
+    # Its variables must exist before a backup's or a model's values go in.
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
 
 
 def _copy_state(model, source):
     """Weights and optimizer variables of `source` into `model`."""
     model.set_weights(source.get_weights())
     if source.optimizer is not None and model.optimizer is not None:
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+        _build_optimizer(model)
         for target, value in zip(model.optimizer.variables, source.optimizer.variables):
             target.assign(value)
 
@@ -229,8 +233,7 @@ def restore(model, out_dir, backup_dir, log_path, best_path, resume_from=None):
         manifest, problem = None, str(err)
     if manifest is not None:
         epoch, weights = manifest
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+        _build_optimizer(model)
         try:
             model.load_weights(weights)
         except Exception as err:  # h5py and Keras raise several kinds
