@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The GPU numbers of docs/performance.md, one stage per call of the lent GPU
-# machine (each call may run 10 minutes). From the repository root, with the
-# Keras wheels in .whl/ (../shared/README.md) carried along:
+# The GPU numbers of docs/performance.md, one stage per call (each within
+# about 10 minutes). From the repository root; on a machine with JAX but no
+# Keras, put the Keras wheels (keras, and what it needs) in .whl/ first:
 #
 #     bash benchmarks/gpu.sh similarity   # 1K and 5K matrices, t2i and i2t
 #     bash benchmarks/gpu.sh pallas-tiles # the fused kernel's tiles, 1K
 #     bash benchmarks/gpu.sh evaluate     # whole 1K and 5K evaluations
-#     bash benchmarks/gpu.sh evaluate-pallas  # the same, kernel="pallas"
+#     bash benchmarks/gpu.sh evaluate-pallas  # the same, implementation="pallas"
 #     bash benchmarks/gpu.sh train        # fit steps/s, both Flickr30K presets
 #     bash benchmarks/gpu.sh train-bf16   # the same under mixed_bfloat16
 #     bash benchmarks/gpu.sh profile      # a JAX trace of the 1K matrix

@@ -1,6 +1,6 @@
 """What the fused Pallas kernel asks of a GPU, found without one.
 
-For each tile shape, the kernel (`kernel="pallas"`) is lowered to Triton IR
+For each tile shape, the kernel (`implementation="pallas"`) is lowered to Triton IR
 for CUDA at the 1K shape (this needs only JAX), then compiled for an H100
 (sm_90) by the `triton` package's compiler and read back with `cuobjdump`:
 the registers a thread uses, its stack in bytes (registers spilled to
@@ -34,7 +34,7 @@ def triton_ir(cross_attn, product_dtype, tiles, n_images, n_captions, n_words):
     import jax.numpy as jnp
     from jax._src.pallas.triton import pallas_call_registration
 
-    from scan_keras.layers import pallas_attention
+    from scan_keras.layers.pallas import kernel as pallas_attention, tiles as pallas_tiles
 
     modules = []
     lower = pallas_call_registration.lowering.lower_jaxpr_to_triton_module
@@ -104,7 +104,7 @@ def compile_for_h100(ir, num_warps, num_stages):
 
 
 def main():
-    from scan_keras.layers import pallas_attention
+    from scan_keras.layers.pallas import kernel as pallas_attention, tiles as pallas_tiles
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", nargs="+",
@@ -122,7 +122,7 @@ def main():
 
     rows = []
     for text in args.tiles:
-        tiles = {**pallas_attention.DEFAULT_TILES, **pallas_attention.parse_tiles(text)}
+        tiles = {**pallas_tiles.DEFAULT_TILES, **pallas_tiles.parse_tiles(text)}
         for dtype in args.dtypes:
             for cross_attn in args.cross_attn:
                 ir = triton_ir(cross_attn, None if dtype == "float32" else dtype,
@@ -150,7 +150,7 @@ def main():
             print(f"| {text} | {dtype} | {cross_attn} | {lines} |")
         return
     print("\nH100 (sm_90), Triton", _triton_version(), "| defaults:",
-          pallas_attention.DEFAULT_TILES)
+          pallas_tiles.DEFAULT_TILES)
     print("| tiles | dtype | attn | registers | stack (B) | shared (KB) | fits |")
     print("| --- | --- | --- | ---: | ---: | ---: | --- |")
     for row in rows:

@@ -14,7 +14,7 @@ For each size and each formulation (t2i, i2t) one run times:
 - `scan-bf16`: `StackedCrossAttention(product_dtype="bfloat16")`: bf16
   operands of the product, float32 everywhere after it;
 - `pallas`, `pallas-bf16` (JAX, with `--methods`): the same with
-  `kernel="pallas"`, one fused kernel; `--pallas-tiles 4x32w8 4x128w8:bf16` adds
+  `implementation="pallas"`, one fused kernel; `--pallas-tiles 4x32w8 4x128w8:bf16` adds
   the kernel with other tiles (images x words a tile, Triton warps; bf16
   operands).
 
@@ -244,7 +244,7 @@ def scan_fn(cross_attn, product_dtype=None, kernel="portable"):
         lambda_softmax=LAMBDA_SOFTMAX[cross_attn],
         product_dtype=product_dtype,
         torch_compile=not EAGER,
-        kernel=kernel,
+        implementation=kernel,
     )
     return lambda images, captions: layer(images, captions)
 
@@ -252,10 +252,10 @@ def scan_fn(cross_attn, product_dtype=None, kernel="portable"):
 def pallas_tiles_fn(cross_attn, text):
     """The fused kernel with other tiles than the layer's: `"8x64w8"`, or
     `"8x64w8:bf16"` with bf16 operands."""
-    from scan_keras.layers import pallas_attention
+    from scan_keras.layers.pallas import kernel as pallas_attention, tiles as pallas_tiles
 
     text, _, dtype = text.partition(":")
-    tiles = pallas_attention.parse_tiles(text)
+    tiles = pallas_tiles.parse_tiles(text)
     product_dtype = {"": None, "bf16": "bfloat16"}[dtype]
 
     def scores(images, captions):
@@ -409,7 +409,7 @@ def bench_evaluation(size, n_images, args, rows_out):
             preset = get_preset(f"f30k_{cross_attn}_avg")
             model = SCAN.from_preset(
                 preset, vocabulary=vocabulary, torch_compile=not EAGER,
-                kernel=args.kernel,
+                implementation=args.kernel,
             )
             model.build()
 

@@ -14,7 +14,9 @@ import os
 import keras
 
 from scan_keras.atomic import read_json, save_model, write_json
+from scan_keras.checks import check_positive_int, check_positive_number
 from scan_keras.evaluation import retrieval_metrics
+from scan_keras.scoring import similarity_matrix
 
 
 def step_decay(learning_rate, lr_update):
@@ -23,12 +25,8 @@ def step_decay(learning_rate, lr_update):
     Returns a `schedule(epoch, lr)` function for
     `keras.callbacks.LearningRateScheduler` (`epoch` is 0-based).
     """
-    if not learning_rate > 0 or not isinstance(lr_update, int) or lr_update < 1:
-        raise ValueError(
-            "Expected a positive `learning_rate` and a positive integer "
-            f"`lr_update`. Received: learning_rate={learning_rate!r}, "
-            f"lr_update={lr_update!r}"
-        )
+    check_positive_number("learning_rate", learning_rate)
+    check_positive_int("lr_update", lr_update)
 
     def schedule(epoch, lr=None):
         return learning_rate * 0.1 ** (epoch // lr_update)
@@ -39,8 +37,8 @@ def step_decay(learning_rate, lr_update):
 class RetrievalValidation(keras.callbacks.Callback):
     """Validation recall after every epoch; keeps the best model by rsum.
 
-    The model must have a `similarity(features, token_ids)` method, as
-    `scan_keras.models.SCAN` has. The metrics of `retrieval_metrics` are
+    The model is scored by `scoring.similarity_matrix`: a model made of
+    encoders and a similarity layer, such as `scan_keras.models.SCAN`. The metrics of `retrieval_metrics` are
     added to the epoch's logs with a `val_` prefix, so the progress bar,
     `History` and a `CSVLogger` placed after this callback all see them.
 
@@ -98,8 +96,9 @@ class RetrievalValidation(keras.callbacks.Callback):
             self.best = record["rsum"]
 
     def on_epoch_end(self, epoch, logs=None):
-        sims = self.model.similarity(
-            self.features, self.token_ids, batch_size=self.batch_size, verbose=0
+        sims = similarity_matrix(
+            self.model, self.features, self.token_ids, batch_size=self.batch_size,
+            verbose=0,
         )
         metrics = retrieval_metrics(sims, self.captions_per_image)
         if logs is not None:

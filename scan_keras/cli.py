@@ -12,12 +12,21 @@ import json
 import os
 import sys
 
-PRESET_HELP = """\
-presets (dataset_formulation_pooling; t2i = the paper's Text-Image,
-i2t = Image-Text; avg = AVG pooling, lse = LogSumExp):
-  f30k_t2i_avg  f30k_t2i_lse  f30k_i2t_avg  f30k_i2t_lse
-  coco_t2i_avg  coco_t2i_lse  coco_i2t_avg  coco_i2t_lse
-"""
+from scan_keras.evaluation import PROTOCOLS
+from scan_keras.presets import PRESETS
+
+
+def _preset_help():
+    """The presets, one line per dataset, from `PRESETS` itself."""
+    by_dataset = {}
+    for name, preset in PRESETS.items():
+        by_dataset.setdefault(preset.dataset, []).append(name)
+    lines = "".join(f"  {'  '.join(names)}\n" for names in by_dataset.values())
+    return (
+        "presets (dataset_formulation_pooling; t2i = the paper's Text-Image,\n"
+        "i2t = Image-Text; avg = AVG pooling, lse = LogSumExp):\n" + lines
+    )
+
 
 DATA_HELP = """\
 The data folder is the released precomputed layout, e.g. f30k_precomp/:
@@ -65,7 +74,7 @@ def _parser():
         "hinge loss). Validation recall is computed after every epoch and the "
         "best model kept as OUT/model_best.keras. Run the same command again "
         "to resume an interrupted run.",
-        epilog=PRESET_HELP + "\n" + DATA_HELP,
+        epilog=_preset_help() + "\n" + DATA_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--preset", required=True, help="a preset name, see below")
@@ -137,7 +146,7 @@ def _parser():
     evaluate.add_argument("--data-dir", required=True, help="precomputed-feature folder")
     evaluate.add_argument("--split", default="test", help="split to evaluate (test)")
     evaluate.add_argument(
-        "--protocol", default="1k", choices=("1k", "5fold1k", "5k"),
+        "--protocol", default="1k", choices=PROTOCOLS,
         help="evaluation protocol (1k)",
     )
     evaluate.add_argument(
@@ -194,7 +203,7 @@ def _verbosity(args):
 
 def _paper_row(name, protocol):
     """The paper's recalls for a preset or ensemble name, or None."""
-    from scan_keras.presets import PAPER_ENSEMBLES, PRESETS
+    from scan_keras.presets import PAPER_ENSEMBLES
 
     if name in PRESETS:
         return PRESETS[name].paper.get(protocol)
@@ -202,9 +211,16 @@ def _paper_row(name, protocol):
 
 
 def _guess_paper_name(models):
+    from scan_keras.layers import StackedCrossAttention
     from scan_keras.presets import PAPER_ENSEMBLES
 
-    names = [m.name[len("scan_"):] for m in models if m.name.startswith("scan_")]
+    # The paper's rows are SCAN's: a model of a preset with its attention.
+    names = [
+        m.preset
+        for m in models
+        if getattr(m, "preset", None)
+        and isinstance(getattr(m, "similarity_layer", None), StackedCrossAttention)
+    ]
     if len(names) != len(models):
         return None
     if len(names) == 1:

@@ -25,6 +25,7 @@ import time
 import keras
 import numpy as np
 
+from scan_keras.checks import check_positive_int
 from scan_keras.data import load_split
 from scan_keras.data.world import (
     WORLD_SPLIT_SIZES,
@@ -133,12 +134,8 @@ def run_demo(
     """
     started = time.perf_counter()
     say = print if verbose else (lambda *a, **k: None)
-    for name, value in (("train_images", train_images), ("epochs", epochs)):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(
-                f"Expected `{name}` to be a positive integer. "
-                f"Received: {name}={value!r}"
-            )
+    check_positive_int("train_images", train_images, allow_none=True)
+    check_positive_int("epochs", epochs, allow_none=True)
     out_dir = os.fspath(out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise ValueError(

@@ -20,7 +20,9 @@ scores everything alike thus gets the worst ranks, never perfect ones.
 import keras
 import numpy as np
 
+from scan_keras.checks import check_positive_int
 from scan_keras.jit import compiled, finite_rows, pad_rows
+from scan_keras.scoring import similarity_matrix
 
 RECALL_KS = (1, 5, 10)
 PROTOCOLS = ("1k", "5fold1k", "5k")
@@ -40,11 +42,7 @@ _ROWS_PER_BLOCK = 256
 
 def _check_similarities(sims, captions_per_image):
     sims = np.asarray(sims)
-    if not isinstance(captions_per_image, int) or captions_per_image < 1:
-        raise ValueError(
-            "Expected `captions_per_image` to be a positive integer. "
-            f"Received: captions_per_image={captions_per_image!r}"
-        )
+    check_positive_int("captions_per_image", captions_per_image)
     if sims.ndim != 2 or sims.shape[0] == 0:
         raise ValueError(
             "Expected a non-empty similarity matrix of shape "
@@ -215,13 +213,14 @@ def evaluate(models, split, protocol="1k", batch_size=128, verbose="auto"):
     """Recalls of a model, or of an ensemble, on a precomputed split.
 
     Each model tokenises the captions with its own vocabulary and scores
-    all images against all captions (`model.similarity`); an ensemble
+    all images against all captions (`scoring.similarity_matrix`); an ensemble
     averages the models' matrices before ranking, as the paper's
     "t-i + i-t" rows do.
 
     Args:
-        models: a model with `similarity` and `vocabulary` (such as
-            `scan_keras.models.SCAN`), or a list of them.
+        models: a model with encoders, a similarity layer and a
+            `vocabulary` (`scan_keras.models.SCAN`, the global baseline),
+            or a list of them.
         split: a `scan_keras.data.PrecompSplit`, e.g.
             `load_split(data_dir, "test")`.
         protocol: `"1k"` (Flickr30K test), `"5fold1k"` (COCO 1K: the mean
@@ -249,8 +248,9 @@ def evaluate(models, split, protocol="1k", batch_size=128, verbose="auto"):
         features = _SplitImages(split, np.arange(images.start, images.stop))
         return average_similarities(
             *[
-                model.similarity(
-                    features, ids[captions], batch_size=batch_size, verbose=verbose
+                similarity_matrix(
+                    model, features, ids[captions], batch_size=batch_size,
+                    verbose=verbose,
                 )
                 for model, ids in zip(models, token_ids)
             ]

@@ -8,12 +8,11 @@ The model's weights are inputs of the compiled function, not constants
 baked into it: training between two calls needs no new compilation.
 
 TensorFlow compiles with XLA (`tf.function(jit_compile=True)`): eagerly,
-the attention's elementwise tail is one pass over memory per operation,
-and all-pairs scoring took 1.4-1.6x the time of its one matrix product on
-a CPU; fused by XLA, 1.27x. PyTorch runs the function as it is (1.2-1.35x):
-`torch.compile` would unroll its Python loops over chunks, so the attention
-layer compiles each chunk itself instead, when asked (`torch_compile=True`,
-1.1-1.2x).
+the attention's elementwise tail is one pass over memory per operation;
+XLA fuses it. PyTorch runs the function as it is: `torch.compile` would
+unroll its Python loops over chunks, so the attention layer compiles each
+chunk itself instead, when asked (`torch_compile=True`). The measurements
+are in docs/performance.md.
 """
 
 import keras

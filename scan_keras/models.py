@@ -1,45 +1,43 @@
 """The SCAN model: encoders, Stacked Cross Attention and the hinge loss.
 
-`SCAN` puts the paper's pieces together as one `keras.Model`:
+`SCAN` composes the paper's pieces into one `keras.Model`: an image
+encoder, a caption encoder and a similarity layer, each a Keras layer
+saved with `keras.layers.serialize`.
 
     region features (B, R, img_dim) --RegionEncoder-->  regions (B, R, h)
     token ids       (B, W)          --CaptionEncoder--> words   (B, W, h) + mask
     regions, words  --StackedCrossAttention--> similarity matrix (B, B)
     similarity matrix --ContrastiveLoss (diagonal = positives)--> loss
 
-Training goes through `compile()` / `fit()`: the model overrides only
-`compute_loss`, so Keras' own train step runs on every backend, with
-`jit_compile`, callbacks and `keras.distribution` untouched. Under
-`DataParallel` the batch is split across devices while the (B, B) matrix
-and its hardest negatives cover the whole global batch.
+The global-embedding baseline is the same model with `GlobalSimilarity` in
+place of the attention (`GlobalEmbedding`). Training goes through
+`compile()` / `fit()`: the model overrides only `compute_loss`, so Keras'
+own train step runs on every backend, with `jit_compile`, callbacks and
+`keras.distribution` untouched. Under `DataParallel` the batch is split
+across devices while the (B, B) matrix and its hardest negatives cover the
+whole global batch.
 """
 
 import keras
-import numpy as np
 from keras import ops
 
-from scan_keras.data.vocabulary import DEFAULT_TOKENIZER, Vocabulary
+from scan_keras.checks import check_positive_int
+from scan_keras.data.vocabulary import as_vocabulary
 from scan_keras.layers import (
     CaptionEncoder,
     GlobalSimilarity,
     RegionEncoder,
     StackedCrossAttention,
 )
-from scan_keras.jit import compiled, finite_rows, pad_rows
+from scan_keras.layers.options import MATH_OPTIONS
 from scan_keras.layers.validation import check_rank
 from scan_keras.losses import ContrastiveLoss
+from scan_keras.scoring import similarity_matrix
 
-def _as_vocabulary(vocabulary):
-    if vocabulary is None or isinstance(vocabulary, Vocabulary):
-        return vocabulary
-    if isinstance(vocabulary, dict) and "words" in vocabulary:
-        # Models saved before the tokenizer was recorded hold no name: they
-        # were trained on the regular-expression tokenizer.
-        return Vocabulary(
-            vocabulary["words"],
-            tokenizer=vocabulary.get("tokenizer", DEFAULT_TOKENIZER),
-        )
-    return Vocabulary(list(vocabulary))
+# The arguments that build the default similarity layer, StackedCrossAttention.
+_ATTENTION_ARGS = (
+    *MATH_OPTIONS, "product_dtype", "implementation", "torch_compile", "kernel",
+)
 
 
 def _unpack(inputs):
@@ -58,12 +56,6 @@ def _unpack(inputs):
         "'token_ids': (batch, n_words)} or a pair (features, token_ids). "
         f"Received: {type(inputs).__name__}"
     )
-
-
-def _store_columns(sims, columns, scores):
-    """Writes a block of scores (padded rows dropped) into columns of `sims`."""
-    scores = ops.convert_to_numpy(ops.cast(scores, "float32"))
-    sims[:, columns] = scores[:, : len(columns)]
 
 
 @keras.saving.register_keras_serializable(package="scan_keras")
@@ -89,27 +81,29 @@ class SCAN(keras.Model):
         bidirectional: bidirectional GRU (the paper's).
         no_imgnorm: skip the l2 normalisation of region vectors.
         no_txtnorm: skip the l2 normalisation of word vectors.
-        cross_attn: `"t2i"` or `"i2t"`, see `StackedCrossAttention`.
+        cross_attn: `"t2i"` or `"i2t"` (see `StackedCrossAttention`).
         lambda_softmax: lambda_1 of the attention softmax.
-        agg_func: pooling of the relevances: `"mean"`, `"logsumexp"`,
-            `"max"` or `"sum"`.
+        agg_func: pooling: `"mean"`, `"logsumexp"`, `"max"` or `"sum"`.
         lambda_lse: lambda_2 of LSE pooling.
-        raw_feature_norm: normalisation of the raw similarities
-            (`"clipped_l2norm"`, the paper's).
+        raw_feature_norm: normalisation of the raw similarities.
         margin: margin of the hinge loss.
         max_violation: hardest negatives only (VSE++), as every SCAN
             result uses.
-        product_dtype: operand dtype of the attention's one large product
-            (`None`, `"float32"`, `"bfloat16"` or `"float16"`), see
-            `StackedCrossAttention`. `"bfloat16"` speeds up `similarity`
-            on whole test sets at about 1e-3 relative error.
-        torch_compile: on the PyTorch backend, run the attention's chunks
-            through `torch.compile` (see `StackedCrossAttention`): faster
-            scoring of whole test sets, a few seconds of compilation per
-            shape. Ignored by the other backends.
-        kernel: `"portable"` or, on JAX (meant for GPUs), `"pallas"`: the
-            attention's scores from one fused kernel (see
-            `StackedCrossAttention`).
+        product_dtype: operand dtype of the attention's large product.
+        implementation: `"auto"`, `"portable"` or `"pallas"` (not saved).
+        torch_compile: compile the attention's chunks on PyTorch (not saved).
+        kernel: deprecated name of `implementation`.
+        image_encoder: a layer `(B, R, img_dim) -> (B, R, h)` to use instead
+            of the `RegionEncoder` the arguments above describe.
+        caption_encoder: a layer `(B, W) -> (B, W, h)` with a mask, instead
+            of the `CaptionEncoder`.
+        similarity: a layer scoring every image against every caption with
+            `StackedCrossAttention`'s call signature, instead of the
+            attention (`GlobalSimilarity` makes the global baseline). Given
+            layers are used as they are; the arguments that would build
+            them are then ignored.
+        preset: the name of the paper's variant the model follows, if any
+            (set by `from_preset`; shown beside the paper's row).
         **kwargs: `keras.Model` keyword arguments, such as `name`.
 
     Call arguments:
@@ -134,6 +128,17 @@ class SCAN(keras.Model):
     }
     model.fit(batch, epochs=1, verbose=0)  # no labels: the diagonal pairs
     model.similarity(batch["features"], batch["token_ids"]).shape  # (8, 8)
+
+    # The same model from its parts:
+    from scan_keras.layers import (
+        CaptionEncoder, RegionEncoder, StackedCrossAttention,
+    )
+    parts = SCAN(
+        image_encoder=RegionEncoder(32),
+        caption_encoder=CaptionEncoder(20, word_dim=8, embed_size=32),
+        similarity=StackedCrossAttention("i2t", lambda_softmax=4.0),
+        img_dim=16,
+    )
     ```
     """
 
@@ -156,11 +161,19 @@ class SCAN(keras.Model):
         margin: float = 0.2,
         max_violation: bool = True,
         product_dtype: str | None = None,
+        implementation: str = "auto",
         torch_compile: bool = False,
-        kernel: str = "portable",
+        kernel: str | None = None,
+        *,
+        image_encoder=None,
+        caption_encoder=None,
+        similarity=None,
+        preset: str | None = None,
         **kwargs,
     ):
-        vocabulary = _as_vocabulary(vocabulary)
+        vocabulary = as_vocabulary(vocabulary)
+        if caption_encoder is not None:
+            vocab_size = caption_encoder.vocab_size if vocab_size is None else vocab_size
         if vocabulary is not None:
             if vocab_size is not None and vocab_size != len(vocabulary):
                 raise ValueError(
@@ -171,64 +184,59 @@ class SCAN(keras.Model):
             vocab_size = len(vocabulary)
         if vocab_size is None:
             raise ValueError("SCAN needs `vocab_size` or `vocabulary`.")
-        if not isinstance(img_dim, int) or img_dim < 1:
+        check_positive_int("img_dim", img_dim)
+        if preset is not None and not isinstance(preset, str):
             raise ValueError(
-                f"Expected `img_dim` to be a positive integer. Received: img_dim={img_dim!r}"
+                f"Expected `preset` to be a preset's name. Received: preset={preset!r}"
             )
         super().__init__(**kwargs)
         self.vocabulary = vocabulary
         self.vocab_size = vocab_size
         self.img_dim = img_dim
-        # The sub-layers validate their own arguments.
-        self.image_encoder = RegionEncoder(
-            embed_size, no_imgnorm=no_imgnorm, dtype=self.dtype_policy,
-            name="image_encoder",
-        )
-        self.caption_encoder = CaptionEncoder(
-            vocab_size,
-            word_dim=word_dim,
-            embed_size=embed_size,
-            num_layers=num_layers,
-            bidirectional=bidirectional,
-            no_txtnorm=no_txtnorm,
-            dtype=self.dtype_policy,
-            name="caption_encoder",
-        )
-        self.attention = self._similarity_layer(
-            cross_attn=cross_attn,
-            lambda_softmax=lambda_softmax,
-            agg_func=agg_func,
-            lambda_lse=lambda_lse,
-            raw_feature_norm=raw_feature_norm,
-            product_dtype=product_dtype,
-            torch_compile=torch_compile,
-            kernel=kernel,
-        )
+        self.preset = preset
+        # Layers not given are built from the arguments; each validates its
+        # own.
+        if image_encoder is None:
+            image_encoder = RegionEncoder(
+                embed_size, no_imgnorm=no_imgnorm, dtype=self.dtype_policy,
+                name="image_encoder",
+            )
+        if caption_encoder is None:
+            caption_encoder = CaptionEncoder(
+                vocab_size,
+                word_dim=word_dim,
+                embed_size=embed_size,
+                num_layers=num_layers,
+                bidirectional=bidirectional,
+                no_txtnorm=no_txtnorm,
+                dtype=self.dtype_policy,
+                name="caption_encoder",
+            )
+        if similarity is None:
+            similarity = StackedCrossAttention(
+                cross_attn=cross_attn,
+                lambda_softmax=lambda_softmax,
+                agg_func=agg_func,
+                lambda_lse=lambda_lse,
+                raw_feature_norm=raw_feature_norm,
+                product_dtype=product_dtype,
+                implementation=implementation,
+                torch_compile=torch_compile,
+                kernel=kernel,
+                dtype=self.dtype_policy,
+                name="attention",
+            )
+        self.image_encoder = image_encoder
+        self.caption_encoder = caption_encoder
+        self.similarity_layer = similarity
         self.contrastive_loss = ContrastiveLoss(
             margin=margin, max_violation=max_violation
         )
 
-    def _similarity_layer(self, **attention_options):
-        """The layer that scores every image against every caption."""
-        return StackedCrossAttention(
-            **attention_options, dtype=self.dtype_policy, name="attention"
-        )
-
-    def _similarity_config(self):
-        """The constructor arguments of `_similarity_layer`, for `get_config`."""
-        return {
-            name: getattr(self.attention, name)
-            for name in (
-                "cross_attn",
-                "lambda_softmax",
-                "agg_func",
-                "lambda_lse",
-                "raw_feature_norm",
-                "product_dtype",
-                "torch_compile",
-                "kernel",
-            )
-        }
+    @property
+    def attention(self):
+        """The similarity layer (`StackedCrossAttention` for SCAN)."""
+        return self.similarity_layer
 
     @classmethod
     def from_preset(cls, preset, vocabulary=None, vocab_size=None, **overrides):
@@ -239,38 +247,28 @@ class SCAN(keras.Model):
                 `"f30k_t2i_avg"`.
             vocabulary: the `Vocabulary` (or pass `vocab_size`).
             vocab_size: number of token ids when no vocabulary is given.
-            **overrides: constructor arguments that replace the preset's,
-                e.g. `embed_size=64` for a small test model.
+            **overrides: constructor arguments replacing the preset's.
         """
         from scan_keras.presets import get_preset
 
         if isinstance(preset, str):
             preset = get_preset(preset)
-        config = dict(
-            img_dim=preset.img_dim,
-            embed_size=preset.embed_size,
-            word_dim=preset.word_dim,
-            num_layers=preset.num_layers,
-            bidirectional=preset.bidirectional,
-            margin=preset.margin,
-            max_violation=preset.max_violation,
-            name=f"{cls._preset_prefix}_{preset.name}",
-            **cls._preset_similarity_config(preset),
-        )
+        config = dict(preset.model_config(), name=f"scan_{preset.name}", preset=preset.name)
+        if "similarity" in overrides:
+            # Another similarity layer: the attention's options do not apply.
+            for key in _ATTENTION_ARGS:
+                config.pop(key, None)
         config.update(overrides)
         return cls(vocab_size=vocab_size, vocabulary=vocabulary, **config)
-
-    _preset_prefix = "scan"
-
-    @staticmethod
-    def _preset_similarity_config(preset):
-        return preset.attention_config()
 
     # Building from the configuration alone (no sample input needed) lets
     # `.keras` files load and a run's backup restore before any data.
     def build(self, input_shape=None):
-        self.image_encoder.build((None, None, self.img_dim))
-        self.caption_encoder.build((None, None))
+        # Layers read from a config may arrive built already.
+        if not self.image_encoder.built:
+            self.image_encoder.build((None, None, self.img_dim))
+        if not self.caption_encoder.built:
+            self.caption_encoder.build((None, None))
         self.built = True
 
     def get_build_config(self):
@@ -297,7 +295,7 @@ class SCAN(keras.Model):
         features, token_ids = _unpack(inputs)
         regions = self.encode_images(features)
         words, words_mask = self.encode_captions(token_ids)
-        return self.attention(regions, words, captions_mask=words_mask)
+        return self.similarity_layer(regions, words, captions_mask=words_mask)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -308,8 +306,6 @@ class SCAN(keras.Model):
             loss = loss + ops.sum(self.losses)
         return loss
 
-    # --- all-pairs similarity for evaluation --------------------------------
-
     def similarity(
         self,
         features,
@@ -318,109 +314,31 @@ class SCAN(keras.Model):
         caption_batch_size=128,
         verbose="auto",
     ):
-        """The similarity of every image with every caption, as NumPy.
-
-        Works on whole test sets: images are encoded `batch_size` at a
-        time, captions are sorted by length and encoded and scored in
-        batches of similar length (little padding), and the attention
-        layer chunks its own work. `features` may be a memory-mapped array.
-
-        Args:
-            features: region features `(n_images, R, img_dim)`.
-            token_ids: padded token ids `(n_captions, W)`; 0 is padding.
-            batch_size: images encoded at a time.
-            caption_batch_size: captions encoded and scored at a time.
-            verbose: show a progress bar (`"auto"`: when on a terminal
-                and the work is large).
-
-        Returns:
-            float32 NumPy array `(n_images, n_captions)`.
-        """
-        token_ids = np.asarray(token_ids)
-        if token_ids.ndim != 2:
-            raise ValueError(
-                "Expected `token_ids` of shape (n_captions, n_words). "
-                f"Received: token_ids.shape={token_ids.shape}"
-            )
-        lengths = (token_ids != 0).sum(axis=1)
-        if np.any(lengths == 0):
-            empty = int(np.flatnonzero(lengths == 0)[0])
-            raise ValueError(
-                f"Caption {empty} is empty (all padding): every caption "
-                "needs at least one token."
-            )
-        n_images = len(features)
-        encode_images = compiled(self, "encode_images", self.encode_images)
-        # The attention's options are part of the key: changing one (say
-        # `model.attention.product_dtype`) after a first call recompiles.
-        score = compiled(
-            self, ("score", repr(self._similarity_config())), self._score_captions
+        """The similarity of every image with every caption, as NumPy
+        `(n_images, n_captions)`, on whole test sets (the arguments of
+        `scan_keras.scoring.similarity_matrix`)."""
+        return similarity_matrix(
+            self, features, token_ids, batch_size, caption_batch_size, verbose
         )
-        # Compiled (JAX), each new input shape costs a compilation:
-        # pad_rows gives the blocks fixed sizes, so a test set compiles a
-        # handful.
-        blocks = []
-        for start in range(0, n_images, batch_size):
-            block = finite_rows(features, start, start + batch_size)
-            blocks.append(encode_images(pad_rows(block, batch_size))[: len(block)])
-        regions = ops.concatenate(blocks, axis=0)
-
-        order = np.argsort(lengths, kind="stable")
-        batches = [
-            order[start : start + caption_batch_size]
-            for start in range(0, len(order), caption_batch_size)
-        ]
-        if verbose == "auto":
-            verbose = len(batches) * n_images >= 50_000
-        progress = keras.utils.Progbar(len(batches)) if verbose else None
-        sims = np.empty((n_images, len(token_ids)), dtype="float32")
-        pending = None
-        for k, batch in enumerate(batches):
-            # Sorted by length, a batch needs little padding; rounding its
-            # width up to a multiple of 8 keeps the number of shapes small.
-            width = min(token_ids.shape[1], -(-int(lengths[batch].max()) // 8) * 8)
-            ids = pad_rows(token_ids[batch, :width], caption_batch_size)
-            scores = score(regions, ids)
-            # Copied to the host one batch late: on an accelerator the next
-            # batch is already queued while this copy waits for the last.
-            if pending is not None:
-                _store_columns(sims, *pending)
-            pending = (batch, scores)
-            if progress is not None:
-                progress.update(k + 1)
-        if pending is not None:
-            _store_columns(sims, *pending)
-        return sims
-
-    def _score_captions(self, regions, token_ids):
-        """Encodes a block of captions and scores them against `regions`."""
-        words, words_mask = self.encode_captions(token_ids)
-        return self.attention(regions, words, captions_mask=words_mask)
 
     def get_config(self):
-        encoder = self.caption_encoder
-        config = {
+        return {
             "name": self.name,
             "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
-            "vocab_size": self.vocab_size,
+            "img_dim": self.img_dim,
             "vocabulary": None
             if self.vocabulary is None
             else {
                 "words": self.vocabulary.words,
                 "tokenizer": self.vocabulary.tokenizer,
             },
-            "img_dim": self.img_dim,
-            "embed_size": encoder.embed_size,
-            "word_dim": encoder.word_dim,
-            "num_layers": encoder.num_layers,
-            "bidirectional": encoder.bidirectional,
-            "no_imgnorm": self.image_encoder.no_imgnorm,
-            "no_txtnorm": encoder.no_txtnorm,
-            **self._similarity_config(),
+            "image_encoder": _serialize(self.image_encoder),
+            "caption_encoder": _serialize(self.caption_encoder),
+            "similarity": _serialize(self.similarity_layer),
             "margin": self.contrastive_loss.margin,
             "max_violation": self.contrastive_loss.max_violation,
+            "preset": self.preset,
         }
-        return config
 
     @classmethod
     def from_config(cls, config):
@@ -429,34 +347,49 @@ class SCAN(keras.Model):
             config["dtype"] = keras.saving.deserialize_keras_object(
                 config["dtype"]
             )
+        if "image_encoder" not in config:
+            return cls(**_from_flat_config(config))
+        for key in ("image_encoder", "caption_encoder", "similarity"):
+            config[key] = keras.layers.deserialize(config[key])
         return cls(**config)
+
+
+def _serialize(layer):
+    # Without the shapes of the layer's last call: the model builds its
+    # parts itself, and a config should not change because a layer ran.
+    config = keras.layers.serialize(layer)
+    config.pop("build_config", None)
+    return config
+
+
+def _from_flat_config(config):
+    """The constructor arguments of a model saved before SCAN was composed
+    (version 0.1: every option flat, the preset only in the name)."""
+    from scan_keras.presets import PRESETS
+
+    name = config.get("name") or ""
+    prefix, _, rest = name.partition("_")
+    if prefix in ("scan", "global") and rest in PRESETS:
+        config.setdefault("preset", rest)
+    return config
 
 
 @keras.saving.register_keras_serializable(package="scan_keras")
 class GlobalEmbedding(SCAN):
     """The global-embedding baseline: SCAN's encoders without the attention.
 
-    VSE++ (Faghri et al., BMVC 2018) as the paper compares against it, on
-    the same encoders, loss and training: an image is the mean of its
-    region vectors, a caption the mean of its word vectors, and a pair is
-    scored by their cosine (`GlobalSimilarity`). Everything else, from
-    `fit` to `similarity` and `.keras` files, works as for `SCAN`; the
-    difference in recall between the two is what attending word by word
-    buys.
+    `SCAN` with `similarity=GlobalSimilarity()`: an image is the mean of
+    its region vectors, a caption the mean of its word vectors, and a pair
+    is scored by their cosine, on the same encoders, loss and training.
+    Everything else works as for `SCAN`; the difference in recall between
+    the two is what attending word by word buys.
 
     Args:
-        vocab_size: number of token ids, as for `SCAN`.
-        vocabulary: optional `Vocabulary`, as for `SCAN`.
-        img_dim: size of the precomputed region features.
-        embed_size: size of the joint space.
-        word_dim: size of the word embeddings.
-        num_layers: stacked GRU layers of the caption encoder.
-        bidirectional: bidirectional GRU.
-        no_imgnorm: skip the l2 normalisation of region vectors.
-        no_txtnorm: skip the l2 normalisation of word vectors.
-        margin: margin of the hinge loss.
-        max_violation: hardest negatives only (VSE++).
-        **kwargs: `keras.Model` keyword arguments, such as `name`.
+        vocab_size: as for `SCAN`.
+        vocabulary: as for `SCAN`.
+        similarity: the similarity layer, `GlobalSimilarity()` by default.
+        **kwargs: the other arguments of `SCAN`, without the attention's
+            (`cross_attn`, the lambdas, ...), which it has none of.
 
     Call arguments:
         inputs: as for `SCAN`.
@@ -481,45 +414,27 @@ class GlobalEmbedding(SCAN):
     ```
     """
 
-    _preset_prefix = "global"
+    def __init__(self, vocab_size=None, vocabulary=None, *, similarity=None, **kwargs):
+        attention_options = sorted(set(kwargs) & set(_ATTENTION_ARGS))
+        if attention_options:
+            raise ValueError(
+                "GlobalEmbedding has no attention: it takes none of "
+                f"{attention_options}. Use SCAN for them."
+            )
+        if similarity is None:
+            similarity = GlobalSimilarity(dtype=kwargs.get("dtype"), name="pooling")
+        super().__init__(vocab_size, vocabulary, similarity=similarity, **kwargs)
 
-    def __init__(
-        self,
-        vocab_size: int | None = None,
-        vocabulary=None,
-        img_dim: int = 2048,
-        embed_size: int = 1024,
-        word_dim: int = 300,
-        num_layers: int = 1,
-        bidirectional: bool = True,
-        no_imgnorm: bool = False,
-        no_txtnorm: bool = False,
-        margin: float = 0.2,
-        max_violation: bool = True,
-        **kwargs,
-    ):
-        super().__init__(
-            vocab_size=vocab_size,
-            vocabulary=vocabulary,
-            img_dim=img_dim,
-            embed_size=embed_size,
-            word_dim=word_dim,
-            num_layers=num_layers,
-            bidirectional=bidirectional,
-            no_imgnorm=no_imgnorm,
-            no_txtnorm=no_txtnorm,
-            margin=margin,
-            max_violation=max_violation,
-            **kwargs,
+    @classmethod
+    def from_preset(cls, preset, vocabulary=None, vocab_size=None, **overrides):
+        """The baseline with the encoders and recipe of one of the paper's
+        variants (see `SCAN.from_preset`)."""
+        from scan_keras.presets import get_preset
+
+        if isinstance(preset, str):
+            preset = get_preset(preset)
+        overrides.setdefault("name", f"global_{preset.name}")
+        overrides.setdefault(
+            "similarity", GlobalSimilarity(dtype=overrides.get("dtype"), name="pooling")
         )
-
-    def _similarity_layer(self, **attention_options):
-        # No attention: the defaults SCAN's constructor passes are unused.
-        return GlobalSimilarity(dtype=self.dtype_policy, name="pooling")
-
-    def _similarity_config(self):
-        return {}
-
-    @staticmethod
-    def _preset_similarity_config(preset):
-        return {}
+        return super().from_preset(preset, vocabulary, vocab_size, **overrides)

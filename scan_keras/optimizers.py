@@ -32,6 +32,8 @@ import math
 import keras
 from keras import ops
 
+from scan_keras.checks import check_positive_number
+
 # clip_grad_norm_ divides by (total_norm + 1e-6).
 CLIP_EPSILON = 1e-6
 OPTIMIZERS = ("torch_adam", "torch_adam_legacy", "keras_adam")
@@ -46,19 +48,8 @@ def _check_beta(name, value):
 
 def check_grad_clip(grad_clip):
     """Raises ValueError unless `grad_clip` is None or a positive number."""
-    if grad_clip is None:
-        return
-    if (
-        isinstance(grad_clip, bool)
-        or not isinstance(grad_clip, (int, float))
-        or not math.isfinite(grad_clip)
-        or grad_clip <= 0
-    ):
-        raise ValueError(
-            "Expected `grad_clip` to be a positive number (the largest global "
-            "norm of the gradients), or None for no clipping. "
-            f"Received: grad_clip={grad_clip!r}"
-        )
+    # The largest global norm of the gradients; None for no clipping.
+    check_positive_number("grad_clip", grad_clip, allow_none=True)
 
 
 def _dense(gradient):

@@ -10,12 +10,15 @@ so a result can be shown beside the paper's.
 from scan_keras.presets import get_preset
 
 preset = get_preset("f30k_t2i_avg")
-preset.attention_config()  # keyword arguments of StackedCrossAttention
-preset.paper["1k"]["i2t_r1"]  # 61.8
+preset.architecture.lambda_softmax  # 9.0: what the model is
+preset.recipe.learning_rate  # 0.0002: how it is trained
+preset.paper["1k"]["i2t_r1"]  # 61.8: what the paper reports
 ```
 """
 
 import dataclasses
+
+from scan_keras.layers.options import MATH_OPTIONS
 
 # (i2t R@1, R@5, R@10, t2i R@1, R@5, R@10) per protocol, from the paper.
 # i2t is sentence retrieval (an image queries), t2i image retrieval.
@@ -50,33 +53,102 @@ def _as_metrics(recalls):
 
 
 @dataclasses.dataclass(frozen=True)
-class Preset:
-    """One variant of the paper with its training recipe.
+class Architecture:
+    """What a variant's model is: its encoders, its attention and its loss.
 
-    The learning rate at epoch e (0-based) is
-    `learning_rate * 0.1 ** (e // lr_update)`.
+    The fields are `SCAN`'s constructor arguments of the same names.
     """
 
-    name: str
-    dataset: str
-    cross_attn: str
-    agg_func: str
-    lambda_softmax: float
-    lambda_lse: float
+    cross_attn: str = "t2i"
+    agg_func: str = "mean"
+    lambda_softmax: float = 9.0
+    lambda_lse: float = 6.0
     raw_feature_norm: str = "clipped_l2norm"
-    learning_rate: float = 2e-4
-    lr_update: int = 15
-    num_epochs: int = 30
-    batch_size: int = 128
-    margin: float = 0.2
-    max_violation: bool = True
-    grad_clip: float = 2.0
     embed_size: int = 1024
     word_dim: int = 300
     img_dim: int = 2048
     num_layers: int = 1
     bidirectional: bool = True
-    paper: dict = dataclasses.field(default_factory=dict)
+    margin: float = 0.2
+    max_violation: bool = True
+
+    def attention_config(self):
+        """Keyword arguments of `StackedCrossAttention`."""
+        return {name: getattr(self, name) for name in MATH_OPTIONS}
+
+    def model_config(self):
+        """Keyword arguments of `SCAN`."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How a variant is trained: the reference code's optimisation.
+
+    The learning rate at epoch e (0-based) is
+    `learning_rate * 0.1 ** (e // lr_update)`.
+    """
+
+    learning_rate: float = 2e-4
+    lr_update: int = 15
+    num_epochs: int = 30
+    batch_size: int = 128
+    grad_clip: float = 2.0
+
+    def learning_rate_at(self, epoch):
+        """The step schedule of the reference code (0-based `epoch`)."""
+        return self.learning_rate * 0.1 ** (epoch // self.lr_update)
+
+
+_PARTS = {
+    "architecture": tuple(f.name for f in dataclasses.fields(Architecture)),
+    "recipe": tuple(f.name for f in dataclasses.fields(Recipe)),
+}
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Preset:
+    """One variant of the paper, in three parts: its `architecture`, its
+    training `recipe` and the recalls the `paper` reports.
+
+    The parts' fields read as the preset's own (`preset.learning_rate`),
+    and can be given or replaced flat:
+    `dataclasses.replace(preset, num_epochs=5, embed_size=64)`.
+
+    Args:
+        name: the variant's name, such as `"f30k_t2i_avg"`.
+        dataset: `"f30k"`, `"coco"` (or another name).
+        architecture: an `Architecture`.
+        recipe: a `Recipe`.
+        paper: the paper's recalls per protocol, `{"1k": {"i2t_r1": ...}}`.
+        **fields: fields of `Architecture` or `Recipe` replacing theirs.
+    """
+
+    name: str
+    dataset: str
+    architecture: Architecture
+    recipe: Recipe
+    paper: dict
+
+    def __init__(self, name, dataset, architecture=None, recipe=None, paper=None, **fields):
+        unknown = set(fields) - set(_PARTS["architecture"]) - set(_PARTS["recipe"])
+        if unknown:
+            raise TypeError(f"Preset got unknown fields: {sorted(unknown)}")
+        parts = {"architecture": architecture or Architecture(), "recipe": recipe or Recipe()}
+        for part, names in _PARTS.items():
+            changes = {k: v for k, v in fields.items() if k in names}
+            parts[part] = dataclasses.replace(parts[part], **changes)
+        for key, value in dict(
+            name=name, dataset=dataset, paper={} if paper is None else paper, **parts
+        ).items():
+            object.__setattr__(self, key, value)
+
+    def __getattr__(self, name):
+        # Called only for names the preset itself lacks: the parts' fields.
+        for part, names in _PARTS.items():
+            if name in names and part in self.__dict__:
+                return getattr(self.__dict__[part], name)
+        raise AttributeError(f"'Preset' object has no attribute {name!r}")
 
     @property
     def protocol(self):
@@ -85,17 +157,15 @@ class Preset:
 
     def attention_config(self):
         """Keyword arguments of `StackedCrossAttention` for this variant."""
-        return {
-            "cross_attn": self.cross_attn,
-            "lambda_softmax": self.lambda_softmax,
-            "agg_func": self.agg_func,
-            "lambda_lse": self.lambda_lse,
-            "raw_feature_norm": self.raw_feature_norm,
-        }
+        return self.architecture.attention_config()
+
+    def model_config(self):
+        """Keyword arguments of `SCAN` for this variant."""
+        return self.architecture.model_config()
 
     def learning_rate_at(self, epoch):
         """The step schedule of the reference code (0-based `epoch`)."""
-        return self.learning_rate * 0.1 ** (epoch // self.lr_update)
+        return self.recipe.learning_rate_at(epoch)
 
 
 def _make_presets():
@@ -118,12 +188,14 @@ def _make_presets():
         presets[name] = Preset(
             name=name,
             dataset=dataset,
-            cross_attn=cross_attn,
-            agg_func="mean" if pooling == "avg" else "logsumexp",
-            lambda_softmax=9.0 if cross_attn == "t2i" else 4.0,
-            lambda_lse=lambda_lse[dataset, cross_attn],
+            architecture=Architecture(
+                cross_attn=cross_attn,
+                agg_func="mean" if pooling == "avg" else "logsumexp",
+                lambda_softmax=9.0 if cross_attn == "t2i" else 4.0,
+                lambda_lse=lambda_lse[dataset, cross_attn],
+            ),
+            recipe=Recipe(**schedule[dataset]),
             paper={p: _as_metrics(r) for p, r in results.items()},
-            **schedule[dataset],
         )
     return presets
 

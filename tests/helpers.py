@@ -5,6 +5,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 from keras import ops
 
 import reference
@@ -151,3 +152,12 @@ def reference_caption_encoder(encoder, token_ids):
             x = reference.l2norm(x, -1)
         outputs[c, :length] = x
     return outputs
+
+
+# Tests of backend-independent mechanics (subprocesses, signals, files read
+# under each backend in turn) run once, under PyTorch: the quickest to start
+# a process.
+once = pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="backend-independent (subprocesses): run under PyTorch",
+)

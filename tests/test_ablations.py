@@ -20,6 +20,10 @@ from scan_keras.data import load_split, write_world
 from scan_keras.demo import DEMO_PRESET
 from scan_keras.evaluation import average_similarities, retrieval_metrics
 
+# Training runs, subprocesses or the site build: left out of the fast suite
+# (`pytest -m "not slow"`).
+pytestmark = pytest.mark.slow
+
 
 def test_variants_are_one_change_each_and_named_uniquely():
     names = [v.name for v in VARIANTS]

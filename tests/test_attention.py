@@ -123,6 +123,7 @@ def test_attention_weights_match_reference(rng, cross_attn):
         assert np.sum(np.abs(block)) == pytest.approx(np.sum(np.abs(real)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
 def test_padding_changes_nothing(rng, cross_attn):
     images, captions, image_lengths, caption_lengths = random_batch(rng)
@@ -161,6 +162,7 @@ def test_one_caption_per_chunk_matches_reference(
     check_matches_reference(StackedCrossAttention(cross_attn, chunk_size=chunk_size), batch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
 def test_chunks_give_the_same_matrix(rng, cross_attn):
     images, captions, image_lengths, caption_lengths = random_batch(
@@ -199,21 +201,29 @@ def test_automatic_tiles_match_reference(rng, cross_attn, monkeypatch):
     # with remainders on both axes: 7 images in tiles of 4 (balanced from
     # 5) and 9 captions in chunks of 5.
     from scan_keras.layers import attention as module
+    from scan_keras.layers.planning import plan_tiles
 
-    monkeypatch.setattr(module, "_AUTO_CHUNK_ELEMENTS", {"accelerator": 600, "cpu": 600})
-    monkeypatch.setattr(module, "_MIN_AUTO_CHUNK", 4)
-    monkeypatch.setattr(module, "_TILED_CHUNK", 5)
+    small = dict(budget=600, min_chunk=4, tiled_chunk=5)
     batch = random_batch(rng, n_images=7, n_regions=5, n_captions=9, n_words=6)
     images, captions = batch[:2]
-    layer = StackedCrossAttention(cross_attn, lambda_softmax=LAMBDA_SOFTMAX[cross_attn])
-    assert layer._tiles(images.shape, captions.shape) == (4, 5)
-    _, attention = check_matches_reference(layer, batch, return_attention_scores=True)
+    assert plan_tiles(images.shape, captions.shape, **small) == (4, 5)
     # An explicit chunk_size covering all captions turns tiling off.
+    assert plan_tiles(images.shape, captions.shape, chunk_size=9, **small) == (None, 9)
+    plans = []
+
+    def small_plan(images_shape, captions_shape, budget, chunk_size=None):
+        plans.append(plan_tiles(images_shape, captions_shape, chunk_size=chunk_size, **small))
+        return plans[-1]
+
+    monkeypatch.setattr(module, "plan_tiles", small_plan)
+    layer = StackedCrossAttention(cross_attn, lambda_softmax=LAMBDA_SOFTMAX[cross_attn])
+    _, attention = check_matches_reference(layer, batch, return_attention_scores=True)
+    assert (4, 5) in plans
     whole = StackedCrossAttention(
         cross_attn, lambda_softmax=LAMBDA_SOFTMAX[cross_attn], chunk_size=9
     )
-    assert whole._tiles(images.shape, captions.shape) == (None, 9)
     check_same_attention(whole, attention, batch, rtol=1e-6)
+    assert plans[-1] == (None, 9)
 
 
 @pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
@@ -222,17 +232,17 @@ def test_sums_in_pieces_match_reference(rng, cross_attn, raw_feature_norm, monke
     # TensorFlow sums over the 36 regions in pieces of at most 32; here
     # every backend sums in pieces of 3, so the 7 regions and 5 words come
     # in uneven pieces (3 + 3 + 1, 3 + 2).
-    from scan_keras.layers import attention as module
+    from scan_keras.layers import equations, platform
 
-    monkeypatch.setattr(module, "_sums_in_pieces", lambda: True)
-    monkeypatch.setattr(module, "_SUM_PIECE", 3)
+    monkeypatch.setattr(platform, "sums_in_pieces", lambda: True)
+    monkeypatch.setattr(equations, "SUM_PIECE", 3)
     layer = StackedCrossAttention(
         cross_attn, LAMBDA_SOFTMAX[cross_attn], raw_feature_norm=raw_feature_norm
     )
     check_matches_reference(layer, random_batch(rng, n_regions=7, n_words=5))
     x = rng.normal(size=(2, 7, 5)).astype("float32")
     np.testing.assert_allclose(
-        ops.convert_to_numpy(module._sum(ops.convert_to_tensor(x), axis=-2, keepdims=True)),
+        ops.convert_to_numpy(equations.sum_over(ops.convert_to_tensor(x), axis=-2, keepdims=True)),
         x.astype(np.float64).sum(axis=-2, keepdims=True),
         rtol=1e-5,
     )
@@ -243,27 +253,27 @@ def test_sums_in_pieces_match_reference(rng, cross_attn, raw_feature_norm, monke
 def test_i2t_region_major_layout_matches_reference(rng, agg_func, raw_feature_norm, monkeypatch):
     # Compiled TensorFlow on a CPU lays i2t's large tensor out (I, R, C, W)
     # instead of (C, W, I, R); here every backend does, in chunks of 3.
-    from scan_keras.layers import attention as module
+    from scan_keras.layers import platform
 
     batch = random_batch(rng, n_captions=7)
     options = dict(
         lambda_softmax=LAMBDA_SOFTMAX["i2t"], agg_func=agg_func,
         raw_feature_norm=raw_feature_norm, chunk_size=3,
     )
-    monkeypatch.setattr(module, "_i2t_layout", lambda: "cwir")
+    monkeypatch.setattr(platform, "i2t_layout", lambda: "cwir")
     _, attention = run_masked(
         StackedCrossAttention("i2t", **options), *batch, return_attention_scores=True
     )
-    monkeypatch.setattr(module, "_i2t_layout", lambda: "ircw")
+    monkeypatch.setattr(platform, "i2t_layout", lambda: "ircw")
     layer = StackedCrossAttention("i2t", **options)
     check_matches_reference(layer, batch)
     check_same_attention(layer, attention, batch, rtol=1e-5)
 
 
 def test_i2t_layout_is_region_major_only_under_tensorflow_xla_on_a_cpu():
-    from scan_keras.layers import attention as module
+    from scan_keras.layers import platform
 
-    assert module._i2t_layout() == "cwir"  # eagerly, on every backend
+    assert platform.i2t_layout() == "cwir"  # eagerly, on every backend
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -271,13 +281,14 @@ def test_i2t_layout_is_region_major_only_under_tensorflow_xla_on_a_cpu():
 
         @tf.function(jit_compile=True)
         def traced():
-            seen.append(module._i2t_layout())  # runs once, while tracing
+            seen.append(platform.i2t_layout())  # runs once, while tracing
             return tf.constant(0)
 
         traced()
         assert seen == ["ircw"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
 def test_torch_compile_matches_reference(rng, cross_attn):
     # On PyTorch each chunk runs through torch.compile: 7 captions in
@@ -290,7 +301,9 @@ def test_torch_compile_matches_reference(rng, cross_attn):
     compiled = StackedCrossAttention(cross_attn, torch_compile=True, **options)
     eager = StackedCrossAttention(cross_attn, **options)
     on_torch = keras.backend.backend() == "torch"
-    assert (compiled._chunk_scorer() != compiled._score) == on_torch
+    from scan_keras.layers.attention import _score_tile
+
+    assert (compiled._chunk_scorer() is not _score_tile) == on_torch
     batch = (images, captions, image_lengths, caption_lengths)
     _, attention = check_matches_reference(compiled, batch, return_attention_scores=True)
     check_same_attention(eager, attention, batch, rtol=1e-5)
@@ -314,7 +327,7 @@ def test_torch_compile_matches_reference(rng, cross_attn):
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.compile")
 def test_torch_compile_keeps_compiling_past_eight_shapes(rng):
     # torch keeps 8 compiled versions of a function by default and then
-    # silently runs it uncompiled; all layers share `_score`. Two layers,
+    # silently runs it uncompiled; all layers share `_score_tile`. Two layers,
     # five caption lengths each: 10 versions, every one of them compiled.
     import logging
 
@@ -468,6 +481,7 @@ def test_mask_from_embedding_reaches_the_layer(rng, cross_attn):
     assert not np.allclose(unmasked[:, :2], auto[:, :2], rtol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
 def test_gradients_are_finite_and_match_finite_differences(rng, cross_attn):
     images, captions, image_lengths, caption_lengths = random_batch(
@@ -554,11 +568,13 @@ def test_config_round_trip():
         "lambda_lse",
         "raw_feature_norm",
         "eps",
-        "chunk_size",
         "product_dtype",
-        "torch_compile",
     ):
         assert getattr(clone, key) == getattr(layer, key)
+    # How the layer runs is chosen where it runs, not saved with it.
+    assert (clone.chunk_size, clone.torch_compile, clone.implementation) == (
+        None, False, "auto"
+    )
 
 
 @pytest.mark.parametrize("cross_attn", CROSS_ATTNS)
@@ -607,6 +623,8 @@ def test_output_shape_without_calling():
         (dict(chunk_size=0), "chunk_size"),
         (dict(product_dtype="int8"), "product_dtype"),
         (dict(torch_compile="yes"), "torch_compile"),
+        (dict(lambda_softmax=True), "lambda_softmax"),
+        (dict(chunk_size=True), "chunk_size"),
     ],
 )
 def test_bad_options_raise(kwargs, message):
@@ -673,7 +691,7 @@ def test_compiled_predict_matches_eager(rng, cross_attn):
 def test_tf32_products_round_operands_to_nearest(rng, monkeypatch, cross_attn):
     # As on a GPU (faked here): the large product's float32 operands are
     # rounded to the nearest TF32 value, the Gram products stay float32.
-    from scan_keras.layers import attention
+    from scan_keras.layers import platform
 
     emulation = load_benchmark_script("tf32_error")
     images = emulation.random_embeddings(rng, 3, 6, 64, rank=8)
@@ -681,7 +699,7 @@ def test_tf32_products_round_operands_to_nearest(rng, monkeypatch, cross_attn):
     exact = emulation.gram_form(images, captions, cross_attn)
     rounded = emulation.gram_form(images, captions, cross_attn, main="nearest")
     assert np.abs(rounded - exact).max() > 1e-5 * np.abs(exact).max()
-    monkeypatch.setattr(attention, "_on_accelerator", lambda: True)
+    monkeypatch.setattr(platform, "on_accelerator", lambda: True)
     layer = StackedCrossAttention(cross_attn, LAMBDA_SOFTMAX[cross_attn])
     sims = ops.convert_to_numpy(layer(images, captions))
     np.testing.assert_allclose(sims, rounded, rtol=1e-6, atol=1e-7)

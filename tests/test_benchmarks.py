@@ -12,6 +12,10 @@ from keras import ops
 import reference
 from helpers import load_benchmark_script
 
+# Training runs, subprocesses or the site build: left out of the fast suite
+# (`pytest -m "not slow"`).
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "similarity.py")
 

@@ -28,6 +28,7 @@ def data_dir(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_help_explains_presets_and_protocols():
     done = scan_keras("train", "--help")
     assert done.returncode == 0
@@ -37,6 +38,7 @@ def test_help_explains_presets_and_protocols():
     assert "5fold1k" in done.stdout and "ensemble" in done.stdout
 
 
+@pytest.mark.slow
 def test_train_then_evaluate(data_dir, tmp_path, capsys):
     out = str(tmp_path / "run")
     done = scan_keras(
@@ -51,10 +53,13 @@ def test_train_then_evaluate(data_dir, tmp_path, capsys):
     assert "\r" not in done.stdout and "\x1b" not in done.stdout
     assert done.stdout.count(" - loss: ") == 1  # the one epoch, on one line
     model = os.path.join(out, "model_best.keras")
-    # The options reach the saved model (a .keras file is a zip with its config).
+    # The options reach the saved model (a .keras file is a zip with its
+    # config); how it ran (torch.compile) is no part of it.
     with zipfile.ZipFile(model) as archive:
         config = json.loads(archive.read("config.json"))["config"]
-    assert config["product_dtype"] == "bfloat16" and config["torch_compile"] is True
+    attention = config["similarity"]["config"]
+    assert attention["product_dtype"] == "bfloat16" and "torch_compile" not in attention
+    assert config["preset"] == "f30k_i2t_avg"
 
     report = str(tmp_path / "eval.json")
     done = scan_keras(
@@ -96,6 +101,7 @@ def test_train_then_evaluate(data_dir, tmp_path, capsys):
         assert json.load(f)["paper"]["metrics"]["i2t_r1"] == 67.9
 
 
+@pytest.mark.slow
 def test_bad_input_gets_one_clear_line(data_dir, tmp_path):
     done = scan_keras(
         "train", "--preset", "f30k_t2i_best", "--data-dir", data_dir,
@@ -126,22 +132,24 @@ def test_bad_names_are_refused_before_any_file(data_dir, tmp_path, capsys):
         assert not out.exists()
 
 
-def test_paper_row_is_guessed_from_model_names():
+def test_paper_row_is_guessed_from_the_models_presets():
     from types import SimpleNamespace
 
     from scan_keras.cli import _guess_paper_name
+    from scan_keras.layers import GlobalSimilarity, StackedCrossAttention
 
-    def named(*names):
-        return [SimpleNamespace(name=n) for n in names]
+    def named(*presets, layer=StackedCrossAttention):
+        return [SimpleNamespace(preset=p, similarity_layer=layer()) for p in presets]
 
-    assert _guess_paper_name(named("scan_f30k_t2i_avg")) == "f30k_t2i_avg"
+    assert _guess_paper_name(named("f30k_t2i_avg")) == "f30k_t2i_avg"
     # An ensemble in either order finds the paper's row.
     for order in [("i2t_lse", "t2i_avg"), ("t2i_avg", "i2t_lse")]:
-        models = named(*(f"scan_f30k_{part}" for part in order))
+        models = named(*(f"f30k_{part}" for part in order))
         assert _guess_paper_name(models) == "f30k_t2i_avg+i2t_lse"
-    assert _guess_paper_name(named("scan_coco_t2i_avg", "scan_coco_t2i_lse")) == (
+    assert _guess_paper_name(named("coco_t2i_avg", "coco_t2i_lse")) == (
         "coco_t2i_avg+t2i_lse"
     )
-    # Names that follow no preset give no row, and no error.
-    assert _guess_paper_name(named("scan_x", "scan_y")) is None
-    assert _guess_paper_name(named("converted_scan")) is None
+    # Models of no preset, and the global baseline, get no row and no error.
+    assert _guess_paper_name(named(None)) is None
+    assert _guess_paper_name(named("f30k_t2i_avg", None)) is None
+    assert _guess_paper_name(named("f30k_t2i_avg", layer=GlobalSimilarity)) is None

@@ -116,6 +116,7 @@ def toy_vocabulary(size=VOCAB_SIZE):
 # ---------------------------------------------------------- embeddings and similarity
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "bi_gru, num_layers, no_imgnorm, no_txtnorm",
     [
@@ -459,6 +460,7 @@ def test_torch_missing_gives_an_install_hint(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ command line
 
 
+@pytest.mark.slow
 def test_cli_convert_then_evaluate(tmp_path, capsys):
     data_dir = str(tmp_path / "toy_precomp")
     vocabulary = write_toy_precomp(

@@ -9,6 +9,10 @@ import pytest
 
 from scan_keras.demo import DEMO_PRESET, format_results
 
+# Training runs, subprocesses or the site build: left out of the fast suite
+# (`pytest -m "not slow"`).
+pytestmark = pytest.mark.slow
+
 
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"

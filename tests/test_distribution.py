@@ -9,6 +9,10 @@ import keras
 import numpy as np
 import pytest
 
+# Training runs, subprocesses or the site build: left out of the fast suite
+# (`pytest -m "not slow"`).
+pytestmark = pytest.mark.slow
+
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "data_parallel_fit.py")
 
 

@@ -32,7 +32,7 @@ API_PAGES = {
         "scan_keras.layers.RegionEncoder",
         "scan_keras.layers.CaptionEncoder",
         "scan_keras.layers.GlobalSimilarity",
-        "scan_keras.layers.attention.pool",
+        "scan_keras.layers.equations.pool",
         "scan_keras.layers.norms.normalize_raw_similarity",
     ],
     "losses": ["scan_keras.losses.ContrastiveLoss"],
@@ -55,7 +55,7 @@ API_PAGES = {
     ],
     "data": [
         "scan_keras.data.vocabulary.Vocabulary",
-        "scan_keras.data.vocabulary.tokenize",
+        "scan_keras.data.tokenizers.tokenize",
         "scan_keras.data.precomp.load_split",
         "scan_keras.data.precomp.PrecompSplit",
         "scan_keras.data.batches.PairBatches",
@@ -89,6 +89,7 @@ def _missing_docs_modules():
 
 
 pytestmark = [
+    pytest.mark.slow,  # the site build: left out of the fast suite
     pytest.mark.skipif(
         os.environ.get("KERAS_BACKEND") != "jax",
         reason="the docs do not depend on the Keras backend: built once, "

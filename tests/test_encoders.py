@@ -98,6 +98,7 @@ def test_caption_encoder_matches_gru_equations(
     np.testing.assert_allclose(words, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_caption_encoder_padding_changes_nothing(rng):
     encoder = CaptionEncoder(vocab_size=12, word_dim=5, embed_size=4, num_layers=2)
     encoder.build(TOKENS.shape)
@@ -160,6 +161,7 @@ def build_scan_model(cross_attn="t2i", dtype=None):
     return keras.Model([features, token_ids], sims)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cross_attn", ["t2i", "i2t"])
 def test_training_steps_lower_the_loss(rng, cross_attn):
     from scan_keras.losses import ContrastiveLoss
@@ -199,6 +201,7 @@ def test_scan_model_saves_and_loads(rng, tmp_path):
     check_save_load(model, [features, TOKENS], tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_scan_model_under_mixed_precision(rng, policy):
     features = rng.normal(size=(3, 5, 12)).astype("float32")

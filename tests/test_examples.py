@@ -40,6 +40,7 @@ def dedent_block(block):
     return "\n".join(l[indent:] for l in lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("obj", PUBLIC, ids=lambda o: o.__name__.split(".")[-1])
 def test_docstring_example_runs(obj):
     blocks = python_blocks(obj.__doc__)
@@ -48,6 +49,7 @@ def test_docstring_example_runs(obj):
         exec(compile(dedent_block(block), obj.__name__, "exec"), {})
 
 
+@pytest.mark.slow
 def test_readme_example_runs():
     blocks = python_blocks((ROOT / "README.md").read_text())
     assert blocks

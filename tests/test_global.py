@@ -88,6 +88,7 @@ def test_global_embedding_matches_reference():
     np.testing.assert_allclose(ops.convert_to_numpy(called), got[:, :4], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_global_embedding_trains_saves_and_loads(tmp_path):
     keras.utils.set_random_seed(0)
     model = small_global(embed_size=16)

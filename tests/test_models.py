@@ -92,7 +92,8 @@ def test_torch_compile_reaches_the_attention(rng):
     model = small_scan(embed_size=32, torch_compile=True)
     randomise(model, rng)
     assert model.attention.torch_compile
-    assert SCAN.from_config(model.get_config()).attention.torch_compile
+    # An execution choice: made where the model runs, never saved.
+    assert not SCAN.from_config(model.get_config()).attention.torch_compile
     features = rng.normal(size=(4, N_REGIONS, IMG_DIM)).astype("float32")
     expected = reference_similarity(model, features, TOKENS)
     sims = model.similarity(features, TOKENS, verbose=0)
@@ -151,6 +152,7 @@ def test_loss_is_the_hinge_loss_of_the_batch(rng):
     )
 
 
+@pytest.mark.slow
 def test_fit_lowers_the_loss(rng):
     model = small_scan(embed_size=16)
     model.compile(optimizer=keras.optimizers.Adam(1e-2, global_clipnorm=2.0))

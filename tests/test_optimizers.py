@@ -63,6 +63,7 @@ def _problem(seed=0):
     return weights, steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grad_clip", [2.0, None])
 def test_matches_torch_adam_with_clip_grad_norm(grad_clip):
     torch = pytest.importorskip("torch")
@@ -190,6 +191,7 @@ def test_a_word_seen_twice_counts_once_in_the_norm():
     np.testing.assert_allclose(row, np.full(2, np.sqrt(0.5)) / 1e6, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_trained_model_loads_in_a_fresh_process(tmp_path):
     # The saved model holds its compiled TorchAdam: `import scan_keras`
     # must register it, or a new process cannot load the file.

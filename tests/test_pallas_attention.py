@@ -1,9 +1,10 @@
-"""The fused Pallas kernel (`kernel="pallas"`) against the float64 reference
+"""The fused Pallas kernel (`implementation="pallas"`) against the float64 reference
 and the portable layer. On a CPU the kernel runs in Pallas' interpreter;
 whether it lowers to Triton for a GPU is checked without one."""
 
 import functools
 import itertools
+import warnings
 
 import keras
 import numpy as np
@@ -49,7 +50,7 @@ def reference_sims(batch, **config):
 
 
 def fused_sims(batch, tiles=None, **config):
-    from scan_keras.layers import pallas_attention
+    from scan_keras.layers.pallas import kernel as pallas_attention
 
     images, captions, image_lengths, caption_lengths = batch
     sims = pallas_attention.similarities(
@@ -93,6 +94,7 @@ def test_fused_kernel_matches_float64_reference(
     )
 
 
+@pytest.mark.slow
 @on_jax
 @pytest.mark.parametrize("cross_attn", ["t2i", "i2t"])
 @pytest.mark.parametrize(
@@ -142,7 +144,7 @@ def test_fused_kernel_walks_image_tiles_in_groups(rng, n_images, n_captions, gro
 
 @on_jax
 def test_group_of_image_tiles_avoids_padding_when_it_can():
-    from scan_keras.layers.pallas_attention import _group
+    from scan_keras.layers.pallas.tiles import group_tiles as _group
 
     assert _group(250, 8) == 5  # 1,000 images in tiles of 4
     assert _group(7, 4) == 4  # padded to 8 tiles
@@ -152,7 +154,7 @@ def test_group_of_image_tiles_avoids_padding_when_it_can():
 
 @on_jax
 def test_region_parts_are_powers_of_two_covering_the_padded_regions():
-    from scan_keras.layers.pallas_attention import region_parts
+    from scan_keras.layers.pallas.tiles import region_parts
 
     assert region_parts(36) == (32, 4)
     assert region_parts(10) == (8, 4)
@@ -160,6 +162,7 @@ def test_region_parts_are_powers_of_two_covering_the_padded_regions():
     assert region_parts(1) == (4,)
 
 
+@pytest.mark.slow
 @on_jax
 @pytest.mark.parametrize("cross_attn", ["t2i", "i2t"])
 def test_layer_with_pallas_kernel_scores_and_differentiates_as_portable(
@@ -174,7 +177,7 @@ def test_layer_with_pallas_kernel_scores_and_differentiates_as_portable(
     results = {}
     for kernel in ("portable", "pallas"):
         layer = StackedCrossAttention(
-            cross_attn, LAMBDA_SOFTMAX[cross_attn], agg_func="logsumexp", kernel=kernel
+            cross_attn, LAMBDA_SOFTMAX[cross_attn], agg_func="logsumexp", implementation=kernel
         )
 
         def weighted(images, captions, layer=layer):
@@ -214,7 +217,7 @@ def test_layer_with_pallas_kernel_under_jit_and_bfloat16_products(rng):
     )
     sims = {}
     for kernel in ("portable", "pallas"):
-        layer = StackedCrossAttention("t2i", product_dtype="bfloat16", kernel=kernel)
+        layer = StackedCrossAttention("t2i", product_dtype="bfloat16", implementation=kernel)
         sims[kernel] = np.asarray(
             jax.jit(functools.partial(layer, **masks))(images, captions)
         )
@@ -230,7 +233,7 @@ def test_attention_weights_with_pallas_kernel_come_from_the_portable_path(rng):
         images_mask=lengths_to_mask(image_lengths, images.shape[1]),
         captions_mask=lengths_to_mask(caption_lengths, captions.shape[1]),
     )
-    fused = StackedCrossAttention("i2t", 4.0, kernel="pallas")
+    fused = StackedCrossAttention("i2t", 4.0, implementation="pallas")
     portable = StackedCrossAttention("i2t", 4.0)
     got = fused(images, captions, return_attention_scores=True, **masks)
     want = portable(images, captions, return_attention_scores=True, **masks)
@@ -251,7 +254,7 @@ def test_fused_kernel_lowers_to_triton_for_a_gpu(cross_attn, product_dtype, tile
     import jax
     import jax.numpy as jnp
 
-    from scan_keras.layers import pallas_attention
+    from scan_keras.layers.pallas import kernel as pallas_attention
 
     scores = jax.jit(
         functools.partial(
@@ -278,22 +281,40 @@ def test_fused_kernel_lowers_to_triton_for_a_gpu(cross_attn, product_dtype, tile
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"kernel": "fused"}, "kernel"),
-        ({"kernel": "pallas", "raw_feature_norm": "softmax"}, "raw_feature_norm"),
-        ({"kernel": "pallas", "lambda_softmax": 50.0}, "lambda_softmax"),
+        ({"implementation": "fused"}, "implementation"),
+        ({"implementation": "pallas", "raw_feature_norm": "softmax"}, "raw_feature_norm"),
+        ({"implementation": "pallas", "lambda_softmax": 50.0}, "lambda_softmax"),
     ],
 )
 def test_pallas_kernel_rejects_what_it_does_not_compute(kwargs, message):
-    if keras.backend.backend() != "jax" and kwargs["kernel"] == "pallas":
-        message = "JAX backend"
+    # On every backend: what the kernel computes does not depend on where
+    # the layer runs.
     with pytest.raises(ValueError, match=message):
         StackedCrossAttention("t2i", **{"lambda_softmax": 9.0, **kwargs})
 
 
-@on_jax
-def test_pallas_kernel_config_round_trip():
-    layer = StackedCrossAttention("i2t", 4.0, kernel="pallas")
-    assert check_config_round_trip(layer).kernel == "pallas"
+def test_implementation_is_not_saved():
+    layer = StackedCrossAttention("i2t", 4.0, implementation="pallas", chunk_size=3)
+    config = layer.get_config()
+    for key in ("implementation", "kernel", "chunk_size", "torch_compile"):
+        assert key not in config
+    assert check_config_round_trip(layer).implementation == "auto"
+
+
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason="JAX may run the kernel")
+def test_pallas_elsewhere_warns_once_and_scores_as_portable(rng):
+    images, captions, _, caption_lengths = random_batch(rng)
+    mask = lengths_to_mask(caption_lengths, captions.shape[1])
+    portable = StackedCrossAttention("t2i")
+    fused = StackedCrossAttention("t2i", implementation="pallas")
+    with pytest.warns(UserWarning, match="cannot run here"):
+        got = fused(images, captions, captions_mask=mask)
+    want = portable(images, captions, captions_mask=mask)
+    np.testing.assert_array_equal(ops.convert_to_numpy(got), ops.convert_to_numpy(want))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fused(images, captions, captions_mask=mask)
+    assert not [w for w in caught if "cannot run here" in str(w.message)]
 
 
 @on_jax
@@ -305,17 +326,17 @@ def test_scan_model_with_pallas_kernel_scores_as_portable(rng):
     token_ids = rng.integers(1, 20, size=(9, 7))
     token_ids[3, 4:] = 0  # a shorter caption
     want = ops.convert_to_numpy(portable.similarity(features, token_ids))
-    fused = SCAN.from_config({**portable.get_config(), "kernel": "pallas"})
+    fused = SCAN.from_config(portable.get_config())
     fused.build()
     fused.set_weights(portable.get_weights())
-    assert fused.attention.kernel == "pallas"
+    fused.attention.implementation = "pallas"
     got = ops.convert_to_numpy(fused.similarity(features, token_ids))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @on_jax
 def test_tiles_written_short():
-    from scan_keras.layers.pallas_attention import parse_tiles
+    from scan_keras.layers.pallas.tiles import parse_tiles
 
     assert parse_tiles("4x64") == {"images_per_block": 4, "columns": 64}
     assert parse_tiles("8x32w8s3") == {
@@ -328,6 +349,7 @@ def test_tiles_written_short():
         parse_tiles("4-64")
 
 
+@pytest.mark.slow
 @on_jax
 def test_fit_with_pallas_kernel_trains_as_portable(rng):
     # Keras' compiled train step: the kernel's scores forward, the
@@ -342,7 +364,7 @@ def test_fit_with_pallas_kernel_trains_as_portable(rng):
     for kernel in ("portable", "pallas"):
         keras.utils.set_random_seed(0)
         model = SCAN(
-            vocab_size=20, img_dim=16, embed_size=32, word_dim=8, kernel=kernel
+            vocab_size=20, img_dim=16, embed_size=32, word_dim=8, implementation=kernel
         )
         model.compile(optimizer="adam")
         losses = model.fit(batch, epochs=3, verbose=0).history["loss"]
@@ -356,7 +378,7 @@ def test_fit_with_pallas_kernel_trains_as_portable(rng):
 @on_jax
 @pytest.mark.parametrize("cross_attn", ["t2i", "i2t"])
 def test_fused_kernel_rounds_operands_to_tf32_for_a_gpu(rng, cross_attn):
-    from scan_keras.layers import pallas_attention
+    from scan_keras.layers.pallas import kernel as pallas_attention
 
     emulation = load_benchmark_script("tf32_error")
     images = emulation.random_embeddings(rng, 5, 6, 64, rank=8)
@@ -377,7 +399,7 @@ def test_fused_kernel_rounds_operands_to_tf32_for_a_gpu(rng, cross_attn):
 
 @on_jax
 def test_captions_longer_than_a_tile_take_the_portable_path(rng, monkeypatch):
-    from scan_keras.layers import pallas_attention
+    from scan_keras.layers.pallas import kernel as pallas_attention
 
     # 70 words would make tiles of 128 words, whose shared memory an H100
     # does not have (benchmarks/kernel_resources.py).
@@ -387,7 +409,7 @@ def test_captions_longer_than_a_tile_take_the_portable_path(rng, monkeypatch):
         raise AssertionError("the kernel was called")
 
     monkeypatch.setattr(pallas_attention, "similarities", refuse)
-    layer = StackedCrossAttention("t2i", kernel="pallas")
+    layer = StackedCrossAttention("t2i", implementation="pallas")
     images, captions, image_lengths, caption_lengths = batch
     sims = layer(
         images,
@@ -423,7 +445,7 @@ def test_pallas_kernel_multiplies_in_the_16_bit_compute_dtype(
 ):
     # As the portable layer: a mixed precision policy's compute dtype is
     # the product's, unless `product_dtype` names one.
-    from scan_keras.layers import pallas_attention
+    from scan_keras.layers.pallas import kernel as pallas_attention
 
     asked = []
     similarities = pallas_attention.similarities
@@ -435,7 +457,7 @@ def test_pallas_kernel_multiplies_in_the_16_bit_compute_dtype(
     monkeypatch.setattr(pallas_attention, "similarities", recording)
     images, captions, *_ = random_batch(rng)
     layer = StackedCrossAttention(
-        "i2t", 4.0, kernel="pallas", dtype=dtype, product_dtype=product_dtype
+        "i2t", 4.0, implementation="pallas", dtype=dtype, product_dtype=product_dtype
     )
     sims = layer(images, captions)
     assert asked == [expected]

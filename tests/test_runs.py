@@ -19,11 +19,16 @@ import time
 import keras
 import numpy as np
 import pytest
+from helpers import once
 
 from scan_keras.atomic import TMP_PREFIX
 from scan_keras.data import write_toy_precomp
 from scan_keras.runs import MANIFEST
 from scan_keras.training import BACKUP, BEST_MODEL, LAST_MODEL, LOG, train
+
+# Training runs, subprocesses or the site build: left out of the fast suite
+# (`pytest -m "not slow"`).
+pytestmark = pytest.mark.slow
 
 EPOCHS = 3
 ARGS = ["--preset", "f30k_t2i_avg", "--epochs", str(EPOCHS), "--batch-size", "16",
@@ -34,13 +39,8 @@ KWARGS = dict(epochs=EPOCHS, batch_size=16, seed=1, workers=0, verbose=0,
 
 
 # Kills, locks and subprocesses test the folder's mechanics, which do not
-# depend on the backend: they run once, under PyTorch (the quickest to
-# start a training process); the in-process tests of
-# saved weights run under every backend.
-once = pytest.mark.skipif(
-    keras.backend.backend() != "torch",
-    reason="backend-independent (subprocesses and signals): run under PyTorch",
-)
+# depend on the backend: they run `once`; the in-process tests of saved
+# weights run under every backend.
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +289,8 @@ def small_disk(tmp_path):
     if done.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root): " + done.stderr.decode()[:200])
     yield mount
-    subprocess.run(["umount", str(mount)], capture_output=True)
+    # Lazily: a file still open there must not leave the mount behind.
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_a_full_disk_keeps_the_best_model_and_resumes(data_dir, straight, small_disk):

@@ -104,7 +104,7 @@ def test_models_keep_the_tokenizer(tmp_path):
 
 
 def test_bad_tokenizers(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="tokenizer.*Received: 'spacy'"):
+    with pytest.raises(ValueError, match="tokenizer.*Received: tokenizer='spacy'"):
         Vocabulary(["<pad>", "<start>", "<end>", "<unk>"], tokenizer="spacy")
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"idx2word": {"0": "<pad>", "1": "<start>", "2": "<end>",

@@ -16,6 +16,10 @@ from scan_keras.models import SCAN
 from scan_keras.presets import get_preset
 from scan_keras.training import BACKUP, BEST_MODEL, LAST_MODEL, LOG, train
 
+# Training runs, subprocesses or the site build: left out of the fast suite
+# (`pytest -m "not slow"`).
+pytestmark = pytest.mark.slow
+
 SMALL = dict(embed_size=32, word_dim=16)
 # One decay after the first epoch, so that the log shows the schedule.
 PRESET = dataclasses.replace(

@@ -8,6 +8,10 @@ pytest.importorskip("torch")
 
 import training_fidelity  # noqa: E402
 
+# Training runs, subprocesses or the site build: left out of the fast suite
+# (`pytest -m "not slow"`).
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("cross_attn, max_violation", training_fidelity.CASES)
 def test_six_steps_match_the_reference(cross_attn, max_violation):

@@ -142,6 +142,7 @@ def _digest(split):
     return h.hexdigest()
 
 
+@pytest.mark.slow
 def test_same_bytes_under_another_backend():
     other = {"jax": "torch", "torch": "tensorflow"}.get(keras.backend.backend(), "jax")
     code = (
@@ -365,6 +366,7 @@ def keras_extractor_from_npz(path):
     return model, metadata
 
 
+@pytest.mark.slow
 def test_numpy_forward_equals_keras(world):
     model, metadata = keras_extractor_from_npz(extractor_lib.WEIGHTS_PATH)
     split = world["test"]
@@ -384,6 +386,7 @@ def test_numpy_forward_equals_keras(world):
     assert expected.max() > 1 and (expected > 0).mean() > 0.2  # not all dead
 
 
+@pytest.mark.slow
 def test_crop_regions_is_bilinear_resize(world):
     split = world["dev"]
     crops = extractor_lib.crop_regions(split.images[:2], split.boxes[:2], 16)

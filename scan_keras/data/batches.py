@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 
+from scan_keras.checks import check_positive_int
 from scan_keras.data.precomp import PrecompSplit
-from scan_keras.data.vocabulary import Vocabulary, _check_positive_int
+from scan_keras.data.vocabulary import Vocabulary
 
 
 def _check_non_negative_int(name, value):
@@ -107,8 +108,8 @@ class PairBatches(keras.utils.PyDataset):
                 "Expected `vocabulary` to be a Vocabulary. "
                 f"Received: vocabulary={type(vocabulary).__name__}"
             )
-        _check_positive_int("batch_size", batch_size)
-        _check_positive_int("pad_to_multiple", pad_to_multiple, allow_none=True)
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("pad_to_multiple", pad_to_multiple, allow_none=True)
         _check_non_negative_int("seed", seed)
         _check_non_negative_int("workers", workers)
         if drop_remainder and split.n_captions < batch_size:

@@ -33,12 +33,13 @@ geometry ------------------------------------------------------------+-> concat
 """
 
 import functools
-import io
 import json
 import os
 import zipfile
 
 import numpy as np
+
+from scan_keras.data.files import write_npz
 
 WEIGHTS_PATH = os.path.join(os.path.dirname(__file__), "extractor_weights.npz")
 # Box geometry per region: x0, y0, x1, y1, width, height, in eighths of
@@ -53,8 +54,16 @@ FEATURE_LAYER = "feature"
 _CHUNK = 512
 
 
-def _check_boxes(images, boxes):
-    """Checks images `(n, H, W, 3)` and boxes `(n, R, 4)` against each other."""
+def check_boxes(images, boxes):
+    """Checks images `(n, H, W, 3)` and boxes `(n, R, 4)` against each other.
+
+    Returns:
+        `(images, boxes)` as NumPy arrays.
+
+    Raises:
+        ValueError: a shape is wrong, the boxes are not integers, or a box
+            is empty or reaches outside its image.
+    """
     images = np.asarray(images)
     boxes = np.asarray(boxes)
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -135,7 +144,7 @@ def crop_regions(images, boxes, crop_size):
     crops[0, 0].min()  # 0.5: the first box holds only white pixels
     ```
     """
-    images, boxes = _check_boxes(images, boxes)
+    images, boxes = check_boxes(images, boxes)
     n_images, n_regions = boxes.shape[:2]
     flat = boxes.reshape(-1, 4).astype(np.int64)
     owner = np.repeat(np.arange(n_images), n_regions)
@@ -190,16 +199,6 @@ def _max_pool2(x):
         np.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2]),
         np.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2]),
     )
-
-
-def _write_npz(path, arrays):
-    """`np.savez` with fixed zip timestamps: same arrays, same file bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, array in arrays.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            archive.writestr(info, buffer.getvalue())
 
 
 class RegionFeatureExtractor:
@@ -320,7 +319,7 @@ class RegionFeatureExtractor:
         """Writes the weights (float32) and metadata to an `.npz` file."""
         arrays = {name: w.astype(np.float32) for name, w in self.weights.items()}
         arrays["metadata"] = np.array(json.dumps(self.metadata, sort_keys=True))
-        _write_npz(os.fspath(path), arrays)
+        write_npz(os.fspath(path), arrays)
 
     def forward(self, crops, geometry):
         """Features of crops already cut and resized, in float64.
@@ -356,7 +355,7 @@ class RegionFeatureExtractor:
         Returns:
             float32 array `(n_images, n_regions, feature_dim)`.
         """
-        images, boxes = _check_boxes(images, boxes)
+        images, boxes = check_boxes(images, boxes)
         n_images, n_regions = boxes.shape[:2]
         geometry = box_geometry(boxes, images.shape[1:3]).reshape(-1, GEOMETRY_DIM)
         flat_boxes = boxes.reshape(-1, 1, 4)

@@ -15,9 +15,11 @@ read of features checks those images for NaN and infinity.
 
 import math
 import os
-import warnings
 
 import numpy as np
+
+from scan_keras.checks import check_positive_int, is_int
+from scan_keras.data.files import read_captions
 
 SPLITS = ("train", "dev", "test", "testall")
 
@@ -26,23 +28,38 @@ SPLITS = ("train", "dev", "test", "testall")
 _CHECK_CHUNK = 1000
 
 
-def _check_split_name(split):
+def check_split_name(split):
+    """Raises a ValueError unless `split` is one of `SPLITS`."""
     if split not in SPLITS:
         raise ValueError(
             f"Unknown split: expected one of {SPLITS}. Received: split={split!r}"
         )
 
 
-def _check_captions_per_image(captions_per_image):
-    if (
-        not isinstance(captions_per_image, (int, np.integer))
-        or isinstance(captions_per_image, bool)
-        or captions_per_image < 1
-    ):
+def check_split_sizes(name, sizes):
+    """Raises a ValueError naming `name` unless `sizes` is a non-empty dict
+    {split name: number of images >= 1}; returns a copy."""
+    if not isinstance(sizes, dict) or not sizes:
         raise ValueError(
-            "Expected `captions_per_image` to be a positive integer. "
-            f"Received: captions_per_image={captions_per_image!r}"
+            f"Expected `{name}` to be a non-empty dict {{split: number of "
+            f"images}}. Received: {name}={sizes!r}"
         )
+    for split, count in sizes.items():
+        if split not in SPLITS:
+            raise ValueError(
+                f"Unknown split in `{name}`: expected keys from {SPLITS}. "
+                f"Received: {split!r}"
+            )
+        if not is_int(count) or count < 1:
+            raise ValueError(
+                f"Expected positive image counts in `{name}`. "
+                f"Received: {name}[{split!r}]={count!r}"
+            )
+    return dict(sizes)
+
+
+def _check_captions_per_image(captions_per_image):
+    check_positive_int("captions_per_image", captions_per_image)
 
 
 def split_paths(data_dir, split):
@@ -90,7 +107,7 @@ class PrecompSplit:
         path=None,
         captions_path=None,
     ):
-        _check_split_name(split)
+        check_split_name(split)
         _check_captions_per_image(captions_per_image)
         source = path or "The features"
         if not isinstance(images, np.ndarray):
@@ -286,30 +303,6 @@ def _open_features(path):
     return images
 
 
-def _read_captions(path):
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            text = f.read()
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not valid UTF-8 text: {err}") from None
-    if text.startswith("\ufeff"):
-        # Some editors write a byte-order mark; kept, it would become a
-        # token of caption 0.
-        warnings.warn(f"{path} starts with a UTF-8 byte-order mark: ignored.", stacklevel=3)
-        text = text[1:]
-    # Split on "\n" only: str.splitlines would also split on characters a
-    # caption may contain (\x0c, \u2028, ...) and shift captions to the
-    # wrong images.
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline ends the last caption
-    captions = [line.strip() for line in lines]
-    for number, caption in enumerate(captions, start=1):
-        if not caption:
-            raise ValueError(f"{path}: line {number} is an empty caption.")
-    return captions
-
-
 def load_split(data_dir, split, captions_per_image=5):
     """Opens one split of a precomputed-features folder.
 
@@ -349,7 +342,7 @@ def load_split(data_dir, split, captions_per_image=5):
     split.image_features([1]).shape  # (1, 36, 2048)
     ```
     """
-    _check_split_name(split)
+    check_split_name(split)
     _check_captions_per_image(captions_per_image)
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
@@ -362,7 +355,7 @@ def load_split(data_dir, split, captions_per_image=5):
                 f"split has {split}_ims.npy and {split}_caps.txt)."
             )
     images = _open_features(ims_path)
-    captions = _read_captions(caps_path)
+    captions = read_captions(caps_path)
     return PrecompSplit(
         images,
         captions,
@@ -388,7 +381,7 @@ def write_split(data_dir, split, features, captions, captions_per_image=5):
     Returns:
         The paths written, `(ims_path, caps_path)`.
     """
-    _check_split_name(split)
+    check_split_name(split)
     _check_captions_per_image(captions_per_image)
     features = np.asarray(features)
     _check_features_layout(features.dtype, features.shape, "`features`")

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from scan_keras.data.precomp import SPLITS, write_split
+from scan_keras.data.precomp import SPLITS, check_split_sizes, write_split
 from scan_keras.data.vocabulary import Vocabulary
 
 # One noun per concept: concept k is named TOY_WORDS[k].
@@ -120,22 +120,7 @@ def write_toy_precomp(
     """
     if n_images is None:
         n_images = TOY_SPLIT_SIZES
-    if not isinstance(n_images, dict) or not n_images:
-        raise ValueError(
-            "Expected `n_images` to be a non-empty dict {split: number of "
-            f"images}}. Received: n_images={n_images!r}"
-        )
-    for split, count in n_images.items():
-        if split not in SPLITS:
-            raise ValueError(
-                f"Unknown split in `n_images`: expected keys from {SPLITS}. "
-                f"Received: {split!r}"
-            )
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise ValueError(
-                "Expected positive image counts in `n_images`. "
-                f"Received: n_images[{split!r}]={count!r}"
-            )
+    n_images = check_split_sizes("n_images", n_images)
     if not isinstance(n_concepts, int) or not 2 <= n_concepts <= len(TOY_WORDS):
         raise ValueError(
             f"Expected `n_concepts` between 2 and {len(TOY_WORDS)} (one noun "

@@ -7,159 +7,32 @@ to `<unk>`. The vocabulary reads and writes the JSON files the authors
 released (`{"word2idx": ..., "idx2word": ..., "idx": n}`), so ids agree
 with models trained by the reference code.
 
-A vocabulary also names the tokenizer that splits its captions, saved as
-`"tokenizer"` in its JSON and with every model, so that a model always
-reads captions as it was trained to:
-
-| name | what | needs |
-| --- | --- | --- |
-| `"nltk_punkt"` | nltk's `word_tokenize`, exactly what the reference code ran | nltk and its `punkt_tab` data (`python -m nltk.downloader punkt_tab`) |
-| `"nltk"` | nltk's word tokenizer without the sentence splitter (`word_tokenize(..., preserve_line=True)`): the same tokens, except that a period ending a sentence other than the last stays on its word | nltk (`pip install "scan-keras[nltk]"`), no data files |
-| `"regex"` | the package's own regular expression (`tokenize`), close to nltk | nothing |
-
-A vocabulary built without a choice takes `"nltk"` where nltk is
-installed, else `"regex"`. A JSON file without the key is read as
-`"regex"`, which every vocabulary scan-keras wrote before the choice
-existed used; the authors' released files name no tokenizer either:
-`scan_keras.convert` reads them as `"nltk"`.
+A vocabulary also names the tokenizer that splits its captions
+(`tokenizers.py`), saved as `"tokenizer"` in its JSON and with every model,
+so that a model always reads captions as it was trained to.
 """
 
 import collections
 import json
 import math
 import os
-import re
 
 import numpy as np
 
 from scan_keras.atomic import write_json
+from scan_keras.checks import check_positive_int
+from scan_keras.data.tokenizers import (  # noqa: F401 (public here too)
+    DEFAULT_TOKENIZER,
+    TOKENIZERS,
+    check_tokenizer,
+    default_tokenizer,
+    get_tokenizer,
+    tokenize,
+)
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
-TOKENIZERS = ("nltk_punkt", "nltk", "regex")
-# What a vocabulary file without a "tokenizer" key was written with.
-DEFAULT_TOKENIZER = "regex"
-_NLTK_HINT = (
-    'install nltk (`pip install nltk`, or `pip install "scan-keras[nltk]"`)'
-)
 SPECIAL_TOKENS = (PAD, START, END, UNK)
 PAD_ID, START_ID, END_ID, UNK_ID = 0, 1, 2, 3
-
-# A stand-in for nltk's word tokeniser (which the reference code used),
-# without its downloads. Alternatives are tried in order at each position.
-_TOKEN = re.compile(
-    r"""
-      \w+(?=n't\b)                 # "do" of "don't": nltk splits before n't
-    | n't\b                        # ... and keeps the negation as a token
-    | '(?:s|re|ve|ll|d|m)\b        # clitics of "it's", "we're", "i'd", ...
-    | \d+(?:[.,]\d+)+              # 3.5 and 1,000 stay whole
-    | \w+(?:-\w+)*                 # words; "t-shirt" stays whole
-         (?:'(?!(?:s|re|ve|ll|d|m)\b)\w+)*   # and "o'clock"
-    | \S                           # any other character: one token each
-    """,
-    re.VERBOSE,
-)
-
-
-def tokenize(caption: str) -> list:
-    """Splits a caption into lower-case words and punctuation.
-
-    Close to nltk's `word_tokenize`, which the reference code used: words,
-    numbers (`3.5`, `1,000`) and hyphenated words (`t-shirt`) stay whole;
-    contractions split as nltk splits them (`don't` -> `do`, `n't`;
-    `it's` -> `it`, `'s`); every other non-space character is a token of
-    its own (so `...` is three tokens, where nltk keeps one, and quotes are
-    kept as written, where nltk rewrites them).
-
-    Args:
-        caption: the caption, any case.
-
-    Returns:
-        The list of tokens, lower case; empty for a blank caption.
-
-    Example:
-
-    ```python
-    from scan_keras.data import tokenize
-
-    tokenize("A man's dog, 2.5 years old, doesn't bark!")
-    # ['a', 'man', "'s", 'dog', ',', '2.5', 'years', 'old', ',',
-    #  'does', "n't", 'bark', '!']
-    ```
-    """
-    return _TOKEN.findall(_checked(caption).lower())
-
-
-def default_tokenizer():
-    """`"nltk"` where nltk is installed, else `"regex"`."""
-    try:
-        import nltk  # noqa: F401
-    except ImportError:
-        return "regex"
-    return "nltk"
-
-
-def check_tokenizer(name):
-    """Raises ValueError unless `name` is one of `TOKENIZERS`."""
-    if name not in TOKENIZERS:
-        raise ValueError(
-            f"Unknown tokenizer: expected one of {list(TOKENIZERS)}. "
-            f"Received: {name!r}"
-        )
-
-
-def get_tokenizer(name):
-    """The function `caption -> tokens` of a tokenizer of `TOKENIZERS`.
-
-    Every one lower-cases the caption first, as the reference code did.
-
-    Raises:
-        ValueError: `name` is unknown.
-        ImportError: the tokenizer needs nltk (or nltk's `punkt_tab` data)
-            and it is not installed; the message says how to install it.
-    """
-    check_tokenizer(name)
-    if name == "regex":
-        return tokenize
-    try:
-        import nltk
-    except ImportError as err:
-        raise ImportError(
-            f"This vocabulary's captions are split by the tokenizer {name!r}, "
-            f"which needs nltk: {_NLTK_HINT}. A model reads captions only as "
-            "it was trained to."
-        ) from err
-    if name == "nltk":
-        word_tokenizer = nltk.tokenize.NLTKWordTokenizer()
-        return lambda caption: word_tokenizer.tokenize(_checked(caption).lower())
-    try:
-        nltk.data.find("tokenizers/punkt_tab/english/")
-    except LookupError as err:
-        raise ImportError(
-            "This vocabulary's captions are split by the tokenizer "
-            "'nltk_punkt' (nltk's word_tokenize, sentence splitting "
-            "included), which needs nltk's punkt_tab data: run "
-            "`python -m nltk.downloader punkt_tab` once."
-        ) from err
-    return lambda caption: nltk.word_tokenize(_checked(caption).lower())
-
-
-def _checked(caption):
-    if not isinstance(caption, str):
-        raise ValueError(
-            f"Expected `caption` to be a string. Received: caption={caption!r}"
-        )
-    return caption
-
-
-def _check_positive_int(name, value, allow_none=False):
-    if allow_none and value is None:
-        return
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"Expected `{name}` to be a positive integer"
-            + (" or None" if allow_none else "")
-            + f". Received: {name}={value!r}"
-        )
 
 
 class Vocabulary:
@@ -275,7 +148,7 @@ class Vocabulary:
         Returns:
             A `Vocabulary`.
         """
-        _check_positive_int("min_count", min_count)
+        check_positive_int("min_count", min_count)
         tokenizer = default_tokenizer() if tokenizer is None else tokenizer
         split = get_tokenizer(tokenizer)
         counts = collections.Counter()
@@ -392,7 +265,7 @@ class Vocabulary:
             int32 NumPy array `(n_captions, max_len)`, each row
             `encode(caption)` followed by zeros.
         """
-        _check_positive_int("pad_to_multiple", pad_to_multiple, allow_none=True)
+        check_positive_int("pad_to_multiple", pad_to_multiple, allow_none=True)
         if isinstance(captions, str):
             raise ValueError(
                 "Expected `captions` to be a list of captions, not a single "
@@ -433,6 +306,20 @@ class Vocabulary:
             )
         skip = (PAD_ID, START_ID, END_ID)
         return " ".join(self._words[i] for i in ids.tolist() if i not in skip)
+
+
+def as_vocabulary(value):
+    """A `Vocabulary` from what a model is given or saved: a `Vocabulary`,
+    a dict `{"words": [...], "tokenizer": name}`, a word list, or None."""
+    if value is None or isinstance(value, Vocabulary):
+        return value
+    if isinstance(value, dict) and "words" in value:
+        # Models saved before the tokenizer was recorded hold no name: they
+        # were trained on the regular-expression tokenizer.
+        return Vocabulary(
+            value["words"], tokenizer=value.get("tokenizer", DEFAULT_TOKENIZER)
+        )
+    return Vocabulary(list(value))
 
 
 def _pad(rows, pad_to_multiple=None):

@@ -10,16 +10,9 @@ import math
 import keras
 from keras import ops
 
+from scan_keras.checks import check_positive_int
 from scan_keras.layers.norms import l2norm
 from scan_keras.layers.validation import check_rank
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"Expected `{name}` to be a positive integer. "
-            f"Received: {name}={value!r}"
-        )
 
 
 @keras.saving.register_keras_serializable(package="scan_keras")
@@ -57,7 +50,7 @@ class RegionEncoder(keras.layers.Layer):
     """
 
     def __init__(self, embed_size: int = 1024, no_imgnorm: bool = False, **kwargs):
-        _check_positive_int("embed_size", embed_size)
+        check_positive_int("embed_size", embed_size)
         super().__init__(**kwargs)
         self.embed_size = embed_size
         self.no_imgnorm = bool(no_imgnorm)
@@ -162,7 +155,7 @@ class CaptionEncoder(keras.layers.Layer):
             ("embed_size", embed_size),
             ("num_layers", num_layers),
         ):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         super().__init__(**kwargs)
         self.vocab_size = vocab_size
         self.word_dim = word_dim

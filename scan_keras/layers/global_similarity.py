@@ -13,8 +13,9 @@ comparison, so no word can single out a region.
 import keras
 from keras import ops
 
+from scan_keras.checks import check_positive_number
 from scan_keras.layers.norms import safe_norm
-from scan_keras.layers.validation import check_finite, check_mask, check_rank
+from scan_keras.layers.validation import check_finite, check_mask, check_pair_shapes
 
 
 def _masked_mean(x, mask):
@@ -67,30 +68,17 @@ class GlobalSimilarity(keras.layers.Layer):
     """
 
     def __init__(self, eps=1e-8, **kwargs):
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
-            raise ValueError(
-                f"Expected `eps` to be a positive number. Received: eps={eps!r}"
-            )
+        check_positive_number("eps", eps)
         super().__init__(**kwargs)
         self.eps = float(eps)
         self.supports_masking = True
 
     def build(self, images_shape, captions_shape):
-        self._check_shapes(images_shape, captions_shape)
+        check_pair_shapes(images_shape, captions_shape)
         self.built = True
 
-    def _check_shapes(self, images_shape, captions_shape):
-        check_rank(images_shape, 3, "images", "(n_images, n_regions, dim)")
-        check_rank(captions_shape, 3, "captions", "(n_captions, n_words, dim)")
-        if images_shape[-1] != captions_shape[-1]:
-            raise ValueError(
-                "Images and captions must share the feature size. Received: "
-                f"images.shape={tuple(images_shape)}, "
-                f"captions.shape={tuple(captions_shape)}"
-            )
-
     def call(self, images, captions, images_mask=None, captions_mask=None):
-        self._check_shapes(images.shape, captions.shape)
+        check_pair_shapes(images.shape, captions.shape)
         check_finite(images, "images")
         check_finite(captions, "captions")
         if images_mask is not None:

@@ -29,7 +29,7 @@ LEAKY_SLOPE = 0.1
 # Floor under squared norms before the square root. sqrt has an infinite
 # derivative at 0 (padded, all-zero vectors), and inf * 0 = NaN in backprop.
 # 1e-30 is far below eps**2 = 1e-16, so no value the formulas produce changes.
-_SQUARE_FLOOR = 1e-30
+SQUARE_FLOOR = 1e-30
 
 
 def leaky_clip(s):
@@ -40,8 +40,7 @@ def leaky_clip(s):
     [0, 1] (subnormal ones aside, which XLA's CPU code flushes to zero, as
     the next operation would). XLA's CPU fusions keep a maximum in the pass
     after the product, but give the select of `leaky_relu` a pass of its
-    own over the large tensor (100 images x 500 captions, 2 cores: t2i
-    1.42-1.46x -> 1.35-1.41x the product's time, 37 -> 26 MB). Eager
+    own over the large tensor (docs/performance.md measures both). Eager
     PyTorch would run the maximum as two operations, so the other backends
     keep the select.
     """
@@ -61,7 +60,7 @@ def safe_norm(x, axis=-1, keepdims=False, reduce_sum=ops.sum):
     `reduce_sum(x, axis=..., keepdims=...)` sums the squares.
     """
     squared = reduce_sum(ops.square(x), axis=axis, keepdims=keepdims)
-    return ops.sqrt(ops.maximum(squared, _SQUARE_FLOOR))
+    return ops.sqrt(ops.maximum(squared, SQUARE_FLOOR))
 
 
 def l2norm(x, axis=-1, eps=1e-8, mask=None):

@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from scan_keras.checks import check_choice  # noqa: F401 (one home, used by the layers)
+
 
 def is_concrete(x):
     """True when `x` holds values now (eager), False while it is being traced.
@@ -28,15 +30,6 @@ def is_concrete(x):
 
         return not torch.compiler.is_compiling()
     return True
-
-
-def check_choice(name, value, choices):
-    """Raises a ValueError naming `name` unless `value` is one of `choices`."""
-    if value not in choices:
-        raise ValueError(
-            f"Unknown {name}: expected one of {choices}. "
-            f"Received: {name}={value!r}"
-        )
 
 
 def check_rank(shape, rank, name, layout):
@@ -84,3 +77,17 @@ def check_mask(mask, values_shape, name):
                 "image needs at least one region and every caption at "
                 "least one word."
             )
+
+
+def check_pair_shapes(images_shape, captions_shape):
+    """Checks the inputs of a layer scoring images against captions:
+    `(I, R, d)` and `(C, W, d)`, the same d where both are known."""
+    check_rank(images_shape, 3, "images", "(n_images, n_regions, d)")
+    check_rank(captions_shape, 3, "captions", "(n_captions, n_words, d)")
+    d_img, d_cap = images_shape[-1], captions_shape[-1]
+    if d_img is not None and d_cap is not None and d_img != d_cap:
+        raise ValueError(
+            "`images` and `captions` must share their feature size d. "
+            f"Received: images.shape={tuple(images_shape)}, "
+            f"captions.shape={tuple(captions_shape)}"
+        )
