@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from scan_keras import cli_data
 from scan_keras.evaluation import PROTOCOLS
 from scan_keras.presets import PRESETS
 
@@ -84,7 +85,7 @@ def _parser():
     train.add_argument("--batch-size", type=int, help="pairs per batch (default 128)")
     train.add_argument(
         "--vocab",
-        help="vocabulary JSON (word2idx/idx2word); default DATA_DIR/vocab.json "
+        help="vocabulary JSON (word2idx/idx2word) or the reference's .pkl; default DATA_DIR/vocab.json "
         "or one built from the train and dev captions",
     )
     train.add_argument("--seed", type=int, default=0, help="random seed (0)")
@@ -171,7 +172,7 @@ def _parser():
     convert.add_argument("checkpoint", metavar="CHECKPOINT", help="the .pth.tar file")
     convert.add_argument(
         "--vocab", required=True,
-        help="the vocabulary JSON the model was trained with (word2idx/idx2word)",
+        help="the vocabulary the model was trained with: the JSON (word2idx/idx2word) or the reference's .pkl",
     )
     convert.add_argument("--out", required=True, help="the .keras file to write")
     convert.add_argument(
@@ -182,6 +183,7 @@ def _parser():
         "splitter; needs nltk's punkt_tab data) or regex (the package's own, "
         "close to nltk, without nltk)",
     )
+    cli_data.add_commands(commands)
     return parser
 
 
@@ -422,7 +424,7 @@ def main(argv=None):
         "train": _train,
         "evaluate": _evaluate,
         "convert": _convert,
-    }[args.command]
+    }.get(args.command) or args.handler
     try:
         return run(args)
     except (OSError, ValueError) as error:

@@ -39,6 +39,7 @@ import os
 
 import numpy as np
 
+from scan_keras.data.reference_vocab import load_reference_vocabulary
 from scan_keras.data.vocabulary import Vocabulary
 from scan_keras.layers.norms import RAW_FEATURE_NORMS
 from scan_keras.layers.options import CROSS_ATTNS
@@ -275,12 +276,14 @@ def load_official_checkpoint(path, vocabulary=None, tokenizer="nltk"):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file not found: {path}")
     if isinstance(vocabulary, (str, os.PathLike)):
-        vocabulary = Vocabulary.load(vocabulary, tokenizer=tokenizer)
+        # The reference's JSON or its pickled Vocabulary, read safely.
+        vocabulary = load_reference_vocabulary(vocabulary, tokenizer=tokenizer)
         # Fails now, with the fix, where the tokenizer is not installed.
         vocabulary.tokenize("a")
     elif vocabulary is not None and not isinstance(vocabulary, Vocabulary):
         raise ValueError(
-            "Expected `vocabulary` to be the path of a vocabulary JSON file, "
+            "Expected `vocabulary` to be the path of a vocabulary file (JSON "
+            "or the reference's pickle), "
             "a scan_keras.data.Vocabulary or None. "
             f"Received: vocabulary={vocabulary!r:.80}"
         )

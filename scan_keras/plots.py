@@ -42,6 +42,26 @@ def _draw_box(axes, box, colour, linewidth=1.5, fill_alpha=0.0):
     )
 
 
+def _as_rgb8(image, boxes):
+    """Any image as uint8 RGB; None becomes a blank canvas around the boxes."""
+    if image is None:
+        height = int(np.ceil(boxes[:, 3].max())) + 1 if len(boxes) else 1
+        width = int(np.ceil(boxes[:, 2].max())) + 1 if len(boxes) else 1
+        return np.full((height, width, 3), 235, np.uint8)
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise ValueError(
+            f"Expected an RGB image (H, W, 3). Received: shape {image.shape}"
+        )
+    image = image[..., :3]
+    if image.dtype != np.uint8:
+        # Floats in [0, 1], as matplotlib reads PNG files.
+        image = np.clip(np.asarray(image, np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return image
+
+
 def plot_word_attention(image, boxes, words, attention, path=None, title=None):
     """Each word's attention over an image's regions, drawn on the image.
 
@@ -51,7 +71,8 @@ def plot_word_attention(image, boxes, words, attention, path=None, title=None):
     regions sits below.
 
     Args:
-        image: uint8 RGB image `(H, W, 3)`.
+        image: RGB image `(H, W, 3)` (uint8, or floats in [0, 1]), a grey
+            image `(H, W)`, or None to draw the boxes on a blank canvas.
         boxes: `(R, 4)` region boxes `x0, y0, x1, y1` in pixels.
         words: the `n` words shown, in caption order.
         attention: `(n, R)` weights of those words over the regions, such
@@ -64,6 +85,7 @@ def plot_word_attention(image, boxes, words, attention, path=None, title=None):
     """
     attention = np.asarray(attention, dtype=np.float64)
     boxes = np.asarray(boxes)
+    image = _as_rgb8(image, boxes)
     if attention.shape != (len(words), len(boxes)):
         raise ValueError(
             "Expected `attention` of shape (n_words, n_regions) = "

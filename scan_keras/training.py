@@ -32,6 +32,7 @@ import numpy as np
 from scan_keras.atomic import read_json, remove_temporaries, save_model, write_json
 from scan_keras.callbacks import EpochShuffle, RetrievalValidation, step_decay
 from scan_keras.data import PairBatches, Vocabulary, load_split
+from scan_keras.data.reference_vocab import load_reference_vocabulary
 from scan_keras.data.vocabulary import check_tokenizer
 from scan_keras.models import SCAN
 from scan_keras.optimizers import get_optimizer
@@ -73,7 +74,8 @@ def compile_scan(
 def load_vocabulary(data_dir, vocab_path=None, min_count=4, tokenizer=None):
     """The vocabulary of a dataset folder.
 
-    `vocab_path` if given (for example the released `f30k_precomp_vocab.json`),
+    `vocab_path` if given (for example the released `f30k_precomp_vocab.json`,
+    or the reference's pickled `Vocabulary`, read as nltk-tokenized),
     else `vocab.json` in `data_dir` if present, else one built from the
     train and dev captions with words seen at least `min_count` times.
     `tokenizer` is that of a built vocabulary, or of a file naming none
@@ -83,6 +85,9 @@ def load_vocabulary(data_dir, vocab_path=None, min_count=4, tokenizer=None):
         candidate = os.path.join(data_dir, VOCAB)
         if os.path.exists(candidate):
             vocab_path = candidate
+    if vocab_path is not None and str(vocab_path).endswith((".pkl", ".pickle")):
+        # The reference's pickled Vocabulary, read without running its code.
+        return load_reference_vocabulary(vocab_path, tokenizer=tokenizer or "nltk")
     if vocab_path is not None:
         return Vocabulary.load(vocab_path, tokenizer=tokenizer)
     captions = []

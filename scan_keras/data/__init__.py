@@ -8,6 +8,15 @@
   memory-mapped and checked.
 - `PairBatches`: shuffled batches of matching (image, caption) pairs for
   `model.fit`, one pass over the captions per epoch.
+- `import_captions`, `KARPATHY_SPLIT_SIZES`, `KARPATHY_DATASETS`: the
+  captions (and image ids and files) of Karpathy's split files
+  (`dataset_coco.json`, `dataset_flickr30k.json`) in that layout, in the
+  release's order.
+- `load_reference_vocabulary`: the reference code's vocabulary, its JSON
+  or its pickle, read without running code of the file.
+- `import_features`, `read_image_ids`, `read_tsv_records`: region
+  features from the bottom-up-attention extractor's TSV files into that
+  layout, in a split's image order, in bounded memory.
 - `write_toy_precomp`: a small learnable dataset in that layout, for tests
   and quick examples.
 - `make_world`, `write_world`, `WorldSplit`, `load_grounding`,
@@ -19,7 +28,14 @@
 
 from scan_keras.data.batches import PairBatches
 from scan_keras.data.extractor import RegionFeatureExtractor
+from scan_keras.data.features_tsv import import_features, read_image_ids, read_tsv_records
+from scan_keras.data.karpathy import (
+    KARPATHY_DATASETS,
+    KARPATHY_SPLIT_SIZES,
+    import_captions,
+)
 from scan_keras.data.precomp import SPLITS, PrecompSplit, load_split, write_split
+from scan_keras.data.reference_vocab import load_reference_vocabulary
 from scan_keras.data.toy import write_toy_precomp
 from scan_keras.data.vocabulary import TOKENIZERS, Vocabulary, get_tokenizer, tokenize
 from scan_keras.data.world import (
@@ -33,6 +49,8 @@ from scan_keras.data.world import (
 )
 
 __all__ = [
+    "KARPATHY_DATASETS",
+    "KARPATHY_SPLIT_SIZES",
     "SPLITS",
     "WORLD_SPLIT_SIZES",
     "PairBatches",
@@ -47,6 +65,11 @@ __all__ = [
     "make_world",
     "tokenize",
     "get_tokenizer",
+    "import_features",
+    "read_image_ids",
+    "read_tsv_records",
+    "import_captions",
+    "load_reference_vocabulary",
     "TOKENIZERS",
     "write_split",
     "write_toy_precomp",
