@@ -304,3 +304,26 @@ def test_a_progress_bar_only_on_a_terminal(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(features_tsv.sys.stdout, "isatty", lambda: True, raising=False)
     import_features(path, [1, 2], tmp_path, "test")
     assert f"{os.path.getsize(path)}/{os.path.getsize(path)}" in capsys.readouterr().out
+
+
+def test_the_readme_quotes_the_stored_benchmark():
+    import json
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    stored = json.loads((root / "benchmarks/results/import_features.json").read_text())
+    readme = " ".join((root / "README.md").read_text().split())
+    stated = re.search(
+        r"read ([\d.]+) GB of TSV at (\d+) MB/s with a peak of (\d+) MB resident.*?"
+        r"COCO-size TSV \(([\d,]+) images, ([\d.]+) GB\) takes about (\d+) minutes",
+        readme,
+    )
+    assert stated, "README.md states the importer's benchmark"
+    assert float(stated[1]) == stored["input_gb"]
+    assert int(stated[2]) == stored["mb_per_s"]
+    assert int(stated[3]) == stored["peak_rss_mb"]
+    assert float(stated[5]) == stored["coco_gb"]
+    assert int(stated[6]) == stored["coco_minutes"]
+    # The memory target: under 1 GB resident, whatever the input size.
+    assert stored["peak_rss_mb"] < 1024 and stored["input_gb"] >= 2

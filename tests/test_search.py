@@ -84,3 +84,28 @@ def test_the_command_prints_the_ranking(folder, model, tmp_path, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 4
     assert main(["query", path, folder]) == 2
     assert "give a caption" in capsys.readouterr().err
+
+
+def test_explain_finds_the_photo_by_file_name(folder, model, tmp_path):
+    import shutil
+
+    from matplotlib.image import imsave
+
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    n_images = load_split(folder, "test").n_images
+    (data / "test_filenames.txt").write_text("".join(f"img{i}.png\n" for i in range(n_images)))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = np.zeros((30, 40, 3), np.uint8)
+    photo[:, :, 0] = 200  # red: the figure's first panel shows it
+    imsave(photos / "img2.png", photo)
+    collection = Collection(model, str(data), "test")
+    found = collection.image(2, str(photos))
+    assert found.shape[:2] == (30, 40) and found[..., 0].min() > 0.7  # floats from PNG
+    assert collection.image(3, str(photos)) is None
+    boxes = np.array([[2 * r, 1, 2 * r + 5, 20] for r in range(6)])
+    figure = collection.explain(2, load_split(folder, "test").captions[0],
+                                images_dir=str(photos), boxes=boxes)
+    shown = figure.axes[0].images[0].get_array()
+    np.testing.assert_array_equal(np.asarray(shown)[..., 0], 200)
