@@ -7,6 +7,7 @@ the test runs once, under the JAX backend of the per-backend test runs.
 """
 
 import glob
+import re
 import importlib.util
 import os
 import subprocess
@@ -176,3 +177,88 @@ def test_maths_is_marked_for_katex(site):
     html = _read(site, "concepts")
     assert html.count('class="arithmatex"') > 20
     assert "javascripts/katex.js" in html
+
+
+def test_pages_fetch_nothing_from_elsewhere(site):
+    """Scripts, styles and fonts are served with the site: it works offline."""
+    external = re.compile(
+        r'<(?:script[^>]*\ssrc|link[^>]*\shref)="(?:https?:)?//[^"]+"[^>]*>', re.IGNORECASE
+    )
+    for path in glob.glob(os.path.join(site, "**", "*.html"), recursive=True):
+        with open(path, encoding="utf-8") as f:
+            html = f.read()
+        tags = [t for t in external.findall(html) if "<link" not in t or "stylesheet" in t
+                or "preconnect" in t or 'rel="icon"' in t]
+        assert not tags, f"{os.path.relpath(path, site)} loads {tags[0]}"
+        assert 'src=""' not in html, f"{os.path.relpath(path, site)} has an empty script source"
+
+
+# Text of a page that is not code, with $...$, $$...$$ or \( \) maths that
+# KaTeX did not typeset.
+_RAW_MATHS_JS = r"""
+const skip = "PRE, CODE, SCRIPT, STYLE, TEXTAREA, .katex, .clipboard-copy-txt";
+const found = [];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+while (walker.nextNode()) {
+  const node = walker.currentNode;
+  if (node.parentElement.closest(skip)) continue;
+  const text = node.textContent;
+  if (/\$[^$\s][^$\n]*\$|\\\(|\\\[/.test(text)) found.push(text.trim().slice(0, 80));
+}
+return found;
+"""
+
+
+@pytest.fixture(scope="module")
+def served_site(site):
+    """The built site over HTTP on a free local port, as a user's browser
+    sees it (the search index is fetched by a web worker, which a file://
+    page may not start)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=site)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "page, least_formulas",
+    [("", 0), ("concepts/", 50), ("notebooks/01_cross_attention/", 100), ("api/layers/", 0)],
+)
+def test_maths_renders_offline_in_a_browser(served_site, page, least_formulas):
+    """In headless Chromium: every formula is typeset, no script fails and
+    nothing is fetched from the network (the test machine has none)."""
+    import time
+
+    from browser import open_browser, script_errors
+
+    driver = open_browser()
+    try:
+        driver.get(served_site + page)
+        deadline = time.time() + 20
+        while driver.execute_script("return document.readyState") != "complete":
+            assert time.time() < deadline, f"{page or 'home'} did not finish loading"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the theme's document$ subscribers typeset the maths
+        raw = driver.execute_script(_RAW_MATHS_JS)
+        formulas = driver.execute_script("return document.querySelectorAll('.katex').length")
+        errors = script_errors(driver)
+        shots = os.environ.get("SCAN_KERAS_SCREENSHOTS")
+        if shots:
+            os.makedirs(shots, exist_ok=True)
+            name = page.strip("/").replace("/", "_") or "home"
+            driver.save_screenshot(os.path.join(shots, f"{name}.png"))
+    finally:
+        driver.quit()
+    assert not errors, f"{page or 'home'}: {errors}"
+    assert not raw, f"{page or 'home'} shows maths KaTeX did not typeset: {raw[:3]}"
+    assert formulas >= least_formulas, f"{page or 'home'}: {formulas} formulas typeset"

@@ -35,6 +35,10 @@ log = logging.getLogger("mkdocs.hooks.notebooks")
 _HEADING = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
 _NOTEBOOK_LINK = re.compile(r"\[([^\]\n]+)\]\(([^)\s#]+\.ipynb)(#[^)\s]*)?\)")
 _SIBLING_LINK = re.compile(r'href="(?:\./)?([\w.-]+\.ipynb)(#[^"]*)?"')
+# mkdocs-jupyter's MathJax block: an empty <script src=""> (which loads the
+# page itself as a script) and its configuration. The site's KaTeX typesets
+# the notebooks' maths instead (docs/javascripts/katex.js).
+_MATHJAX = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.DOTALL)
 
 
 def _root(config):
@@ -133,7 +137,7 @@ def on_page_content(html, page, config, files):
             return match.group(0)
         return f'href="{target.url_relative_to(page.file)}{match.group(2) or ""}"'
 
-    return _SIBLING_LINK.sub(to_page, html)
+    return _SIBLING_LINK.sub(to_page, _MATHJAX.sub("", html))
 
 
 def on_serve(server, config, builder):
