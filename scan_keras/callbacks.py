@@ -14,7 +14,7 @@ import os
 import keras
 
 from scan_keras.atomic import read_json, save_model, write_json
-from scan_keras.checks import check_positive_int, check_positive_number
+from scan_keras.checks import check_int, check_positive_int, check_positive_number
 from scan_keras.evaluation import retrieval_metrics
 from scan_keras.scoring import similarity_matrix
 
@@ -135,3 +135,42 @@ class EpochShuffle(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.batches.set_epoch(epoch)
+
+
+class HardestNegativeWarmup(keras.callbacks.Callback):
+    """Sums the hinge over all negatives for the first `epochs` epochs,
+    then keeps only the hardest negatives.
+
+    Hardest negatives from the first step can hold a model at the collapsed
+    start, where every score is alike (Faghri et al. report it for VSE++);
+    summing over all negatives first gives every pair a gradient. The
+    switch recompiles the train step, whose loss is fixed when it is
+    traced. Between epochs the loss is the model's own again, so a model
+    saved at the end of a warm-up epoch carries its configured loss.
+
+    Args:
+        epochs: epochs (0-based epochs `0 .. epochs - 1`) with the summed
+            hinge. Nothing changes for a model without `max_violation`.
+    """
+
+    def __init__(self, epochs):
+        super().__init__()
+        check_int("epochs", epochs, minimum=0)
+        self.epochs = int(epochs)
+        self._configured = True
+
+    def on_train_begin(self, logs=None):
+        self._configured = self.model.contrastive_loss.max_violation
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._use_hardest(epoch >= self.epochs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._use_hardest(True)
+
+    def _use_hardest(self, hardest):
+        loss = self.model.contrastive_loss
+        wanted = self._configured and hardest
+        if loss.max_violation != wanted:
+            loss.max_violation = wanted
+            self.model.make_train_function(force=True)

@@ -86,7 +86,10 @@ class Recipe:
     """How a variant is trained: the reference code's optimisation.
 
     The learning rate at epoch e (0-based) is
-    `learning_rate * 0.1 ** (e // lr_update)`.
+    `learning_rate * 0.1 ** (e // lr_update)`. For the first
+    `warmup_epochs` epochs the hinge sums over all negatives, and the
+    hardest negatives (`max_violation`) take over after them; the paper
+    uses hardest negatives from the first step (0).
     """
 
     learning_rate: float = 2e-4
@@ -94,6 +97,7 @@ class Recipe:
     num_epochs: int = 30
     batch_size: int = 128
     grad_clip: float = 2.0
+    warmup_epochs: int = 0
 
     def learning_rate_at(self, epoch):
         """The step schedule of the reference code (0-based `epoch`)."""

@@ -30,7 +30,12 @@ import keras
 import numpy as np
 
 from scan_keras.atomic import read_json, remove_temporaries, save_model, write_json
-from scan_keras.callbacks import EpochShuffle, RetrievalValidation, step_decay
+from scan_keras.callbacks import (
+    EpochShuffle,
+    HardestNegativeWarmup,
+    RetrievalValidation,
+    step_decay,
+)
 from scan_keras.data import PairBatches, Vocabulary, load_split
 from scan_keras.data.reference_vocab import load_reference_vocabulary
 from scan_keras.data.vocabulary import check_tokenizer
@@ -274,6 +279,9 @@ def train(
             keras.callbacks.LearningRateScheduler(
                 step_decay(preset.learning_rate, preset.lr_update)
             ),
+            # Before the validation, which may save the model: its loss is
+            # the configured one again at the end of every epoch.
+            HardestNegativeWarmup(preset.warmup_epochs),
             RetrievalValidation(
                 val.image_features(np.arange(n_val)),
                 vocabulary.encode_batch(val_captions),

@@ -265,3 +265,30 @@ def test_similarity_of_an_unbuilt_model_leaves_its_weights_readable(rng):
     np.testing.assert_allclose(
         sims, reference_similarity(model, features, TOKENS), rtol=1e-5, atol=1e-6
     )
+
+
+def test_warmup_sums_the_hinge_then_takes_the_hardest_negatives(rng):
+    """With a zero learning rate the weights stay put, so each epoch's loss
+    is the loss of the same scores: the summed hinge during the warm-up,
+    then the hardest negatives; the compiled step follows the switch."""
+    from scan_keras.callbacks import HardestNegativeWarmup
+
+    model = small_scan(margin=0.3)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    features = rng.normal(size=(6, N_REGIONS, IMG_DIM)).astype("float32")
+    sims = reference_similarity(model, features, TOKENS)
+    seen = []
+    spy = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append(model.contrastive_loss.max_violation)
+    )
+    history = model.fit(
+        {"features": features, "token_ids": TOKENS}, batch_size=6, epochs=4, verbose=0,
+        callbacks=[HardestNegativeWarmup(2), spy],
+    )
+    summed = reference.contrastive_loss(sims, 0.3, max_violation=False)
+    hardest = reference.contrastive_loss(sims, 0.3, max_violation=True)
+    np.testing.assert_allclose(history.history["loss"], [summed, summed, hardest, hardest], rtol=1e-4)
+    # Between epochs (when a model is saved) the loss is the configured one.
+    assert seen == [True] * 4
+    with pytest.raises(ValueError, match="epochs"):
+        HardestNegativeWarmup(-1)
