@@ -13,7 +13,7 @@ and the grounding accuracy of its words' attention.
 | hardest or summed negatives | `t2i_sum_negatives` | Table 4 |
 | pooling by max instead of AVG | `t2i_max_pool` | Table 4 |
 | the t-i + i-t ensemble | `ensemble_t2i_avg+i2t_avg` | Tables 1-2 |
-| attention or a global embedding | `global` | Table 3, VSE++ |
+| attention or a global embedding | `global` | Table 3 (its global model is VSE++) |
 
 `run_ablations` is what notebook 05 runs at a reduced size and what
 `scripts/run_ablations.py` runs at full size for the committed table.

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from scan_keras.chance import chance_metrics
 from scan_keras.demo import DEMO_PRESET, format_results
 
 # Training runs, subprocesses or the site build: left out of the fast suite
@@ -28,7 +29,7 @@ def test_demo_runs_end_to_end(tmp_path):
     # Output to a pipe: one line per epoch, no redrawn progress bars.
     assert "\r" not in done.stdout and "\x1b" not in done.stdout
     results = json.loads((out / "results.json").read_text())
-    assert set(results["models"]) == {"SCAN t2i AVG", "global (VSE++)"}
+    assert set(results["models"]) == {"SCAN t2i AVG", "global embedding"}
     for metrics in results["models"].values():
         assert 0 <= metrics["rsum"] <= 600
         assert 0 <= metrics["grounding_accuracy"] <= 100
@@ -84,7 +85,7 @@ def test_the_documented_demo_table_is_the_stored_run():
     # notebooks/results/demo_seed0.json is that run's results.json.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     stored = json.load(open(os.path.join(root, "notebooks/results/demo_seed0.json")))
-    scan, base = stored["models"]["SCAN t2i AVG"], stored["models"]["global (VSE++)"]
+    scan, base = stored["models"]["SCAN t2i AVG"], stored["models"]["global embedding"]
     docs = open(os.path.join(root, "docs/reproducing.md"), encoding="utf-8").read()
     rows = {
         "sentence R@1": "i2t_r1", "sentence R@5": "i2t_r5", "sentence R@10": "i2t_r10",
@@ -94,6 +95,13 @@ def test_the_documented_demo_table_is_the_stored_run():
     }
     for label, key in rows.items():
         assert f"| {label} | {scan[key]:.1f} | {base[key]:.1f} |" in docs, label
+    # The chance column is the closed form for the split's 200 images.
+    chance = chance_metrics(200, 5)
+    for label, key in (("sentence R@1", "i2t_r1"), ("sentence R@5", "i2t_r5"),
+                       ("image R@1", "t2i_r1"), ("image R@5", "t2i_r5"),
+                       ("rsum (of 600)", "rsum")):
+        assert stored["chance"][key] == pytest.approx(chance[key]), key
+        assert f"| {base[key]:.1f} | {chance[key]:.1f} |" in docs, label
     notebook = json.load(open(os.path.join(root, "notebooks/04_training_on_the_world.ipynb")))
     text = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
     for label, key in (("R@1 image -> text", "i2t_r1"), ("R@1 text -> image", "t2i_r1"),

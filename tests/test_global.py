@@ -1,4 +1,4 @@
-"""The global-embedding (VSE++) baseline against a float64 NumPy reference."""
+"""The global-embedding baseline against a float64 NumPy reference."""
 
 import keras
 import numpy as np

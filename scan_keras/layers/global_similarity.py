@@ -1,8 +1,9 @@
 """The global-embedding baseline's similarity: pool first, then compare.
 
 Before SCAN, image-text matching embedded a whole image and a whole
-caption as one vector each and compared them (VSE++, Faghri et al., BMVC
-2018). This layer is that comparison on SCAN's own encoders, so the two
+caption as one vector each and compared them. VSE++ (Faghri et al., BMVC
+2018) took the image vector from a CNN and the caption vector from a GRU's
+last state; this layer pools SCAN's own encoders instead, so the two
 differ only in how regions and words meet: here the regions are averaged
 into one image vector and the words into one caption vector before any
 comparison, so no word can single out a region.
@@ -31,7 +32,7 @@ def _masked_mean(x, mask):
 class GlobalSimilarity(keras.layers.Layer):
     """Cosine similarity of mean-pooled regions and mean-pooled words.
 
-    The global-embedding (VSE++) baseline that SCAN is compared with: each
+    The global-embedding baseline that SCAN is compared with: each
     image becomes the mean of its region vectors, each caption the mean of
     its word vectors (padding excluded), and every image is scored against
     every caption by the cosine of the two. It takes the same inputs as
