@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from scan_keras import cli_data
+from scan_keras import cli_data, cli_explore, cli_index
 from scan_keras.evaluation import PROTOCOLS
 from scan_keras.presets import PRESETS
 
@@ -159,6 +159,7 @@ def _parser():
         "--json", help="where to write the results (default: beside the first model)"
     )
     evaluate.add_argument("--batch-size", type=int, default=128, help="images encoded at a time")
+    cli_index.add_evaluate_options(evaluate)
 
     convert = commands.add_parser(
         "convert",
@@ -184,6 +185,8 @@ def _parser():
         "close to nltk, without nltk)",
     )
     cli_data.add_commands(commands)
+    cli_index.add_commands(commands)
+    cli_explore.add_commands(commands)
     return parser
 
 
@@ -337,7 +340,10 @@ def _evaluate(args):
         f"({split.n_images} images, {split.n_captions} captions), "
         f"protocol {args.protocol}, backend {keras.backend.backend()}"
     )
-    metrics = evaluate(models, split, args.protocol, batch_size=args.batch_size)
+    if args.shortlist:  # the two-stage search's recalls
+        metrics = cli_index.shortlist_evaluate(args, models, split)
+    else:
+        metrics = evaluate(models, split, args.protocol, batch_size=args.batch_size)
     paper_name = args.paper or _guess_paper_name(models)
     paper = _paper_row(paper_name, args.protocol) if paper_name else None
     if split.n_images != expected:

@@ -17,6 +17,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     # pinned version resolves to the CPU build where one is provided.
     "$venv/bin/python" -c "import torch" 2>/dev/null \
         || "$venv/bin/python" -m pip install -q "torch==2.13.0"
-    "$venv/bin/python" -m pip install -q -e ".[tensorflow,jax,torch,nltk,dev,docs]"
+    "$venv/bin/python" -m pip install -q -e ".[tensorflow,jax,torch,nltk,search,dev,docs]"
     touch "$stamp"
 fi

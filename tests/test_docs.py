@@ -75,9 +75,14 @@ API_PAGES = {
         "scan_keras.plots.plot_training_curves",
     ],
     "demo": ["scan_keras.demo.run_demo"],
+    "index_search": [
+        "scan_keras.retrieval.TwoStageSearch",
+        "scan_keras.retrieval.ranking.two_stage_metrics",
+    ],
+    "explorer": ["scan_keras.explorer.write_explorer"],
 }
 
-PAGES = ["concepts", "tutorials", "reproducing", "performance", "architecture", "api"]
+PAGES = ["concepts", "tutorials", "reproducing", "performance", "architecture", "api", "explorer"]
 
 
 def _missing_docs_modules():
