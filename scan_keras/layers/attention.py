@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from scan_keras.checks import check_choice, check_positive_int
-from scan_keras.layers import platform
+from scan_keras.layers import eager, platform
 from scan_keras.layers.equations import (
     attention_weights,
     gram_matrix,
@@ -111,6 +111,12 @@ class StackedCrossAttention(keras.layers.Layer):
             fuse, at the price of a compilation of a few seconds per chunk
             shape. Other backends compile whole functions already (`jax.jit`,
             XLA) and ignore it.
+        jit_compile: called eagerly with concrete arrays on JAX or
+            TensorFlow, run the layer as a compiled function of its own
+            (`"auto"`, the default, or True), cached per size of the
+            inputs rounded up (`eager.bucket`); False runs the operations
+            one by one. Inside `fit`, `predict` or a traced function the
+            enclosing compilation applies either way. Not saved.
         kernel: deprecated name of `implementation`.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
@@ -157,6 +163,7 @@ class StackedCrossAttention(keras.layers.Layer):
         implementation: str = "auto",
         chunk_size: int | None = None,
         torch_compile: bool = False,
+        jit_compile: bool | str = "auto",
         kernel: str | None = None,
         **kwargs,
     ):
@@ -177,6 +184,11 @@ class StackedCrossAttention(keras.layers.Layer):
                 "Expected `torch_compile` to be True or False. "
                 f"Received: torch_compile={torch_compile!r}"
             )
+        if jit_compile not in ("auto", True, False):
+            raise ValueError(
+                "Expected `jit_compile` to be 'auto', True or False. "
+                f"Received: jit_compile={jit_compile!r}"
+            )
         if implementation == "pallas":
             problem = fused_unsupported(raw_feature_norm, lambda_softmax)
             if problem is not None:
@@ -192,6 +204,7 @@ class StackedCrossAttention(keras.layers.Layer):
         self.implementation = implementation
         self.chunk_size = chunk_size
         self.torch_compile = torch_compile
+        self.jit_compile = jit_compile
 
     @property
     def kernel(self):
@@ -205,6 +218,7 @@ class StackedCrossAttention(keras.layers.Layer):
             "implementation": self.implementation,
             "chunk_size": self.chunk_size,
             "torch_compile": self.torch_compile,
+            "jit_compile": self.jit_compile,
         }
 
     @property
@@ -241,11 +255,22 @@ class StackedCrossAttention(keras.layers.Layer):
         if captions_mask is not None:
             check_mask(captions_mask, captions.shape, "captions_mask")
             captions_mask = ops.cast(captions_mask, "bool")
-        if not return_attention_scores and self._use_fused(captions.shape[1]):
-            return self._fused(images, captions, images_mask, captions_mask)
-        return self._portable(
-            images, captions, images_mask, captions_mask, return_attention_scores
-        )
+
+        def compute(images, captions, images_mask, captions_mask):
+            if not return_attention_scores and self._use_fused(captions.shape[1]):
+                return self._fused(images, captions, images_mask, captions_mask)
+            return self._portable(
+                images, captions, images_mask, captions_mask, return_attention_scores
+            )
+
+        if eager.compiles_eager_calls(self.jit_compile, images, captions):
+            # The options are part of the key: a layer whose lambda_1 is
+            # changed between calls must not reuse the old compilation.
+            key = (return_attention_scores, self.options, tuple(self.execution.items()))
+            return eager.compiled_call(
+                self, compute, images, captions, images_mask, captions_mask, key
+            )
+        return compute(images, captions, images_mask, captions_mask)
 
     def _use_fused(self, n_words):
         """Whether this call runs the fused kernel (see `implementation`)."""
