@@ -185,3 +185,25 @@ def test_tf32_emulation_rounds_to_ten_mantissa_bits():
     x = np.float32([1 + 2**-11 + 2**-20, 1 + 2**-11 - 2**-20, -(1 + 3 * 2**-11)])
     np.testing.assert_array_equal(module.tf32(x, "nearest"), [1 + 2**-10, 1, -(1 + 2**-9)])
     np.testing.assert_array_equal(module.tf32(x, "truncate"), [1, 1, -(1 + 2**-10)])
+
+
+def test_eager_layer_script_prints_the_table(tmp_path):
+    backend = keras.backend.backend()
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "eager_layer.py"), "--backends",
+         backend, "--sizes", "5x7", "--repeats", "1", "--dim", "16",
+         "--json", str(tmp_path / "rows.json")],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    import json
+
+    rows = json.load(open(tmp_path / "rows.json"))
+    methods = [row["method"] for row in rows]
+    expected = ["floor", "layer", "layer, op by op"]
+    assert methods == expected + (["layer, torch.compile"] if backend == "torch" else [])
+    compiled = {row["method"]: row["compilations"] for row in rows}
+    # One compilation of the eager call where the backend compiles, none op by op.
+    assert compiled["layer"] == (1 if backend in ("jax", "tensorflow") else 0)
+    assert compiled["layer, op by op"] == 0
+    assert "| layer, op by op |" in result.stdout
