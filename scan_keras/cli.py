@@ -103,6 +103,12 @@ def _parser():
         help="PyTorch backend: compile the attention with torch.compile",
     )
     train.add_argument(
+        "--global-loss-weight", type=float,
+        help="add this times the hinge loss on mean-pooled regions and words "
+        "(a second head: the model then also serves as the dual encoder of "
+        "`scan-keras index build`); 0 (the paper's) by default",
+    )
+    train.add_argument(
         "--workers", type=int, default=4,
         help="threads reading the next batches while one trains (4)",
     )
@@ -281,6 +287,8 @@ def _train(args):
         overrides["product_dtype"] = args.product_dtype
     if args.torch_compile:
         overrides["torch_compile"] = True
+    if args.global_loss_weight is not None:
+        overrides["global_loss_weight"] = args.global_loss_weight
     model, _ = train(
         args.preset,
         args.data_dir,

@@ -89,6 +89,11 @@ class SCAN(keras.Model):
         margin: margin of the hinge loss.
         max_violation: hardest negatives only (VSE++), as every SCAN
             result uses.
+        global_loss_weight: when positive, the loss adds this times the
+            same hinge loss on the cosine of mean-pooled regions and words
+            (`GlobalSimilarity`): one model whose encoders also serve as a
+            dual encoder, for the shortlist of a two-stage search
+            (`scan_keras.retrieval`). 0, the paper's, adds nothing.
         product_dtype: operand dtype of the attention's large product.
         implementation: `"auto"`, `"portable"` or `"pallas"` (not saved).
         torch_compile: compile the attention's chunks on PyTorch (not saved).
@@ -160,6 +165,7 @@ class SCAN(keras.Model):
         raw_feature_norm: str = "clipped_l2norm",
         margin: float = 0.2,
         max_violation: bool = True,
+        global_loss_weight: float = 0.0,
         product_dtype: str | None = None,
         implementation: str = "auto",
         torch_compile: bool = False,
@@ -185,6 +191,13 @@ class SCAN(keras.Model):
         if vocab_size is None:
             raise ValueError("SCAN needs `vocab_size` or `vocabulary`.")
         check_positive_int("img_dim", img_dim)
+        if isinstance(global_loss_weight, bool) or not (
+            isinstance(global_loss_weight, (int, float)) and global_loss_weight >= 0
+        ):
+            raise ValueError(
+                "Expected `global_loss_weight` to be a number >= 0. "
+                f"Received: global_loss_weight={global_loss_weight!r}"
+            )
         if preset is not None and not isinstance(preset, str):
             raise ValueError(
                 f"Expected `preset` to be a preset's name. Received: preset={preset!r}"
@@ -232,6 +245,9 @@ class SCAN(keras.Model):
         self.contrastive_loss = ContrastiveLoss(
             margin=margin, max_violation=max_violation
         )
+        self.global_loss_weight = float(global_loss_weight)
+        # The second head's score: no weights of its own.
+        self._global_head = GlobalSimilarity(dtype=self.dtype_policy, name="global_head")
 
     @property
     def attention(self):
@@ -295,6 +311,9 @@ class SCAN(keras.Model):
         features, token_ids = _unpack(inputs)
         regions = self.encode_images(features)
         words, words_mask = self.encode_captions(token_ids)
+        if training and self.global_loss_weight:
+            pooled = self._global_head(regions, words, captions_mask=words_mask)
+            self.add_loss(self.global_loss_weight * self.contrastive_loss(None, pooled))
         return self.similarity_layer(regions, words, captions_mask=words_mask)
 
     def compute_loss(
@@ -302,8 +321,8 @@ class SCAN(keras.Model):
     ):
         # The targets are the diagonal of y_pred: `y` is unused.
         loss = self.contrastive_loss(None, y_pred)
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
+        for extra in self.losses:  # the global head's; layers' regularisers
+            loss = loss + extra
         return loss
 
     def similarity(
@@ -337,6 +356,7 @@ class SCAN(keras.Model):
             "similarity": _serialize(self.similarity_layer),
             "margin": self.contrastive_loss.margin,
             "max_violation": self.contrastive_loss.max_violation,
+            "global_loss_weight": self.global_loss_weight,
             "preset": self.preset,
         }
 

@@ -46,6 +46,7 @@ def test_train_then_evaluate(data_dir, tmp_path, capsys):
         "--out", out, "--epochs", "1", "--batch-size", "40",
         "--embed-size", "16", "--word-dim", "8",
         "--product-dtype", "bfloat16", "--torch-compile", "--workers", "0",
+        "--global-loss-weight", "0.5",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "best validation model" in done.stdout
@@ -60,6 +61,7 @@ def test_train_then_evaluate(data_dir, tmp_path, capsys):
     attention = config["similarity"]["config"]
     assert attention["product_dtype"] == "bfloat16" and "torch_compile" not in attention
     assert config["preset"] == "f30k_i2t_avg"
+    assert config["global_loss_weight"] == 0.5
 
     report = str(tmp_path / "eval.json")
     done = scan_keras(

@@ -17,7 +17,15 @@ from scan_keras.layers import GlobalSimilarity
 from scan_keras.models import SCAN, GlobalEmbedding
 from scan_keras.presets import get_preset
 
-from test_models import IMG_DIM, N_REGIONS, TOKENS
+from test_models import (
+    IMG_DIM,
+    LENGTHS,
+    N_REGIONS,
+    TOKENS,
+    reference_encodings,
+    reference_similarity,
+    small_scan,
+)
 
 
 def reference_global(images, captions, image_lengths, caption_lengths):
@@ -122,3 +130,30 @@ def test_global_embedding_from_preset_keeps_the_recipe_not_the_attention():
     scan = SCAN.from_preset("f30k_i2t_lse", vocab_size=30, embed_size=8, word_dim=4, img_dim=6)
     assert scan.name == "scan_f30k_i2t_lse"
     assert scan.attention.cross_attn == "i2t"
+
+
+def test_the_global_head_adds_its_hinge_loss_in_training(rng):
+    # SCAN(global_loss_weight=w): loss = hinge(attention) + w hinge(global).
+    model = small_scan(margin=0.3, global_loss_weight=0.5)
+    randomise(model, rng)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    features = rng.normal(size=(6, N_REGIONS, IMG_DIM)).astype("float32")
+    regions, words = reference_encodings(model, features, TOKENS)
+    pooled = reference_global(regions, words, [N_REGIONS] * 6, LENGTHS)
+    expected = reference.contrastive_loss(
+        reference_similarity(model, features, TOKENS), margin=0.3
+    ) + 0.5 * reference.contrastive_loss(pooled, margin=0.3)
+    batch = {"features": features, "token_ids": TOKENS}
+    loss = model.train_on_batch(batch)
+    np.testing.assert_allclose(loss, expected, rtol=1e-4)
+    # Outside training the model scores and validates as SCAN does.
+    plain = small_scan(margin=0.3)
+    plain.set_weights(model.get_weights())
+    plain.compile(optimizer="adam")
+    np.testing.assert_allclose(
+        model.evaluate(batch, batch_size=6, verbose=0),
+        plain.evaluate(batch, batch_size=6, verbose=0), rtol=1e-6,
+    )
+    assert check_config_round_trip(model).global_loss_weight == 0.5
+    with pytest.raises(ValueError, match="global_loss_weight"):
+        small_scan(global_loss_weight=-1)

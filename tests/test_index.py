@@ -263,7 +263,7 @@ def test_broken_folders_are_named(folder, model, index, tmp_path, monkeypatch):
         writer.finish({"model": {}, "dual": {"kind": "mean"}, "data": {}})
     with pytest.raises(ValueError, match="is empty"):
         TwoStageSearch.load(empty, model)
-    with pytest.raises(ValueError, match="kind 'heads' needs a model trained with a global head"):
+    with pytest.raises(ValueError, match="Unknown dual encoder"):
         DualEncoder(model, "heads")
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match=r"scan-keras\[search\]"):

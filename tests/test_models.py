@@ -37,14 +37,19 @@ def small_scan(**kwargs):
     return model
 
 
-def reference_similarity(model, features, token_ids):
-    """The whole model in float64: encoders, then the per-pair attention."""
+def reference_encodings(model, features, token_ids):
+    """The model's region and word vectors in float64."""
     kernel = ops.convert_to_numpy(model.image_encoder.fc.kernel).astype(np.float64)
     bias = ops.convert_to_numpy(model.image_encoder.fc.bias).astype(np.float64)
     regions = np.asarray(features, np.float64) @ kernel + bias
     if not model.image_encoder.no_imgnorm:
         regions = reference.l2norm(regions, -1)
-    words = reference_caption_encoder(model.caption_encoder, token_ids)
+    return regions, reference_caption_encoder(model.caption_encoder, token_ids)
+
+
+def reference_similarity(model, features, token_ids):
+    """The whole model in float64: encoders, then the per-pair attention."""
+    regions, words = reference_encodings(model, features, token_ids)
     attention = model.attention
     return reference.similarity_matrix(
         regions,

@@ -14,18 +14,16 @@ caption:
     caption = l2norm(mean_w e_w)       (padding excluded)
 
 which is the score of the global-embedding baseline (`GlobalSimilarity`):
-the cosine of the two. Three dual encoders are meant to be compared:
+the cosine of the two. Three dual encoders are compared
+(`benchmarks/shortlist_recall.py`):
 
 - `"mean"`: SCAN's own encoders, pooled as above; no training beyond
   SCAN's own. The image's regions come from the same encoding that the
   re-rank stage stores, so a build encodes every image once.
 - `"global"`: a separately trained `GlobalEmbedding` model, pooled the same
   way (its own similarity is this cosine).
-- `"heads"`: a model trained with a global loss beside the attention, one
-  model with both heads. Such a model exposes `embed_images(features)` and
-  `embed_captions(token_ids)`, each returning `(n, dim)` unit vectors, and
-  `DualEncoder` calls them instead of pooling. No model of the package is
-  trained that way yet: this is the place it plugs in.
+- `"mean"` on a SCAN trained with `global_loss_weight > 0`: one model with
+  both heads, whose mean-pooled vectors were trained to match as well.
 """
 
 import numpy as np
@@ -34,7 +32,7 @@ from keras import ops
 from scan_keras.jit import compiled, pad_rows
 from scan_keras.layers.norms import l2norm
 
-DUAL_ENCODERS = ("mean", "global", "heads")
+DUAL_ENCODERS = ("mean", "global")
 
 
 def pool_regions(regions):
@@ -73,9 +71,8 @@ class DualEncoder:
     """One unit vector per image and per caption, from a trained model.
 
     Args:
-        model: the model whose encoders embed: `SCAN` (`kind="mean"`),
-            `GlobalEmbedding` (`kind="global"`) or a model with
-            `embed_images` / `embed_captions` (`kind="heads"`).
+        model: the model whose encoders embed: `SCAN` (`kind="mean"`) or
+            `GlobalEmbedding` (`kind="global"`).
         kind: one of `DUAL_ENCODERS`, recorded in an index's metadata.
 
     Example:
@@ -98,18 +95,6 @@ class DualEncoder:
                 f"Unknown dual encoder: expected one of {DUAL_ENCODERS}. "
                 f"Received: kind={kind!r}"
             )
-        if kind == "heads":
-            missing = [
-                name for name in ("embed_images", "embed_captions")
-                if not callable(getattr(model, name, None))
-            ]
-            if missing:
-                raise ValueError(
-                    f"A dual encoder of kind 'heads' needs a model trained with "
-                    f"a global head, with {missing}; model {model.name!r} has "
-                    "none. Use kind='mean' (SCAN's encoders, pooled) or "
-                    "'global' (a GlobalEmbedding model)."
-                )
         self.model = model
         self.kind = kind
 
@@ -122,8 +107,6 @@ class DualEncoder:
     def embed_images(self, features):
         """Unit vectors of images, `(n, R, img_dim) -> (n, dim)` float32 NumPy."""
         features = np.asarray(features, "float32")
-        if self.kind == "heads":
-            return _as_numpy(self.model.embed_images(features))
         fn = compiled(
             self.model, "dual_images",
             lambda x: pool_regions(self.model.encode_images(x)),
@@ -133,8 +116,6 @@ class DualEncoder:
     def embed_captions(self, token_ids):
         """Unit vectors of captions, `(n, W) -> (n, dim)` float32 NumPy (0 = padding)."""
         token_ids = round_width(token_ids)
-        if self.kind == "heads":
-            return _as_numpy(self.model.embed_captions(token_ids))
         fn = compiled(self.model, "dual_captions", self._pooled_captions)
         return _as_numpy(fn(token_ids))
 

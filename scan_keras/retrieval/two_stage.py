@@ -151,8 +151,7 @@ class TwoStageSearch:
             out: the index folder to write (an index there is replaced).
             split: the split indexed.
             dual: the shortlist's dual encoder: `"mean"` (SCAN's encoders,
-                mean-pooled), `"global"` (`dual_model`) or `"heads"` (see
-                `dual.py`).
+                mean-pooled) or `"global"` (`dual_model`); see `dual.py`.
             dual_model: the `GlobalEmbedding` model of `dual="global"`.
             approximate: None for exact search (`"flat"`), or `"hnsw"` or
                 `"ivf"`.
