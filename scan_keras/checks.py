@@ -53,3 +53,17 @@ def check_positive_number(name, value, allow_none=False):
     ):
         expected = "a positive number or None" if allow_none else "a positive number"
         raise ValueError(f"Expected `{name}` to be {expected}. Received: {name}={value!r}")
+
+
+def check_number_at_least(name, value, minimum):
+    """Raises a ValueError unless `value` is a finite real number of at least
+    `minimum`. Booleans are refused."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not minimum <= value < float("inf")
+    ):
+        raise ValueError(
+            f"Expected `{name}` to be a number of at least {minimum}. "
+            f"Received: {name}={value!r}"
+        )

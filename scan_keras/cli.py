@@ -278,17 +278,8 @@ def format_table(ours, paper=None, paper_name=None):
 def _train(args):
     from scan_keras.training import BEST_MODEL, train
 
-    overrides = {}
-    if args.embed_size:
-        overrides["embed_size"] = args.embed_size
-    if args.word_dim:
-        overrides["word_dim"] = args.word_dim
-    if args.product_dtype:
-        overrides["product_dtype"] = args.product_dtype
-    if args.torch_compile:
-        overrides["torch_compile"] = True
-    if args.global_loss_weight is not None:
-        overrides["global_loss_weight"] = args.global_loss_weight
+    names = ("embed_size", "word_dim", "product_dtype", "torch_compile", "global_loss_weight")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name)}
     model, _ = train(
         args.preset,
         args.data_dir,

@@ -21,7 +21,7 @@ whole global batch.
 import keras
 from keras import ops
 
-from scan_keras.checks import check_positive_int
+from scan_keras.checks import check_number_at_least, check_positive_int
 from scan_keras.data.vocabulary import as_vocabulary
 from scan_keras.layers import (
     CaptionEncoder,
@@ -89,11 +89,9 @@ class SCAN(keras.Model):
         margin: margin of the hinge loss.
         max_violation: hardest negatives only (VSE++), as every SCAN
             result uses.
-        global_loss_weight: when positive, the loss adds this times the
-            same hinge loss on the cosine of mean-pooled regions and words
-            (`GlobalSimilarity`): one model whose encoders also serve as a
-            dual encoder, for the shortlist of a two-stage search
-            (`scan_keras.retrieval`). 0, the paper's, adds nothing.
+        global_loss_weight: adds this times the hinge loss of the cosine of
+            mean-pooled regions and words (`GlobalSimilarity`), so that the
+            encoders also serve as a dual encoder (`scan_keras.retrieval`).
         product_dtype: operand dtype of the attention's large product.
         implementation: `"auto"`, `"portable"` or `"pallas"` (not saved).
         torch_compile: compile the attention's chunks on PyTorch (not saved).
@@ -191,13 +189,7 @@ class SCAN(keras.Model):
         if vocab_size is None:
             raise ValueError("SCAN needs `vocab_size` or `vocabulary`.")
         check_positive_int("img_dim", img_dim)
-        if isinstance(global_loss_weight, bool) or not (
-            isinstance(global_loss_weight, (int, float)) and global_loss_weight >= 0
-        ):
-            raise ValueError(
-                "Expected `global_loss_weight` to be a number >= 0. "
-                f"Received: global_loss_weight={global_loss_weight!r}"
-            )
+        check_number_at_least("global_loss_weight", global_loss_weight, 0.0)
         if preset is not None and not isinstance(preset, str):
             raise ValueError(
                 f"Expected `preset` to be a preset's name. Received: preset={preset!r}"
@@ -242,11 +234,8 @@ class SCAN(keras.Model):
         self.image_encoder = image_encoder
         self.caption_encoder = caption_encoder
         self.similarity_layer = similarity
-        self.contrastive_loss = ContrastiveLoss(
-            margin=margin, max_violation=max_violation
-        )
+        self.contrastive_loss = ContrastiveLoss(margin=margin, max_violation=max_violation)
         self.global_loss_weight = float(global_loss_weight)
-        # The second head's score: no weights of its own.
         self._global_head = GlobalSimilarity(dtype=self.dtype_policy, name="global_head")
 
     @property
