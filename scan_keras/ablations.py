@@ -8,12 +8,14 @@ and the grounding accuracy of its words' attention.
 | question | variants | the paper |
 | --- | --- | --- |
 | t-i or i-t, AVG or LSE | `t2i_avg`, `t2i_lse`, `i2t_avg`, `i2t_lse` | Tables 1-2 |
-| the softmax temperature lambda_1 | `t2i_lambda1_*` | section 4.1 (9 for t-i, 4 for i-t) |
-| normalising the raw similarities | `t2i_<norm>` | Eq. 1, reference code options |
+| the softmax temperature lambda_1 | `t2i_lambda1_*` | Tables 1-2 (9 for t-i, 4 for i-t) |
+| normalising the raw similarities | `t2i_<norm>` | section 3.2 "Text-Image Stacked Cross Attention"; reference code options |
 | hardest or summed negatives | `t2i_sum_negatives` | Table 4 |
 | pooling by max instead of AVG | `t2i_max_pool` | Table 4 |
 | the t-i + i-t ensemble | `ensemble_t2i_avg+i2t_avg` | Tables 1-2 |
 | attention or a global embedding | `global` | Table 3 (its global model is VSE++) |
+
+The tables are those of the paper's section 4 "Experiments".
 
 `run_ablations` is what notebook 05 runs at a reduced size and what
 `scripts/run_ablations.py` runs at full size for the committed table.

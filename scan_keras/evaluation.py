@@ -1,4 +1,4 @@
-"""Retrieval evaluation with the paper's protocols (section 4).
+"""Retrieval evaluation with the paper's protocols (section 4 "Experiments").
 
 Given a similarity matrix of images against captions, where caption j
 belongs to image j // captions_per_image:
@@ -185,7 +185,8 @@ def evaluate_protocol(similarity, n_images, protocol, captions_per_image=5):
 
 
 def average_similarities(*sims):
-    """Ensembles models by averaging their similarity matrices (paper 4.3)."""
+    """Ensembles models by averaging their similarity matrices (the "t-i + i-t"
+    rows of Tables 1-2, paper section 4 "Experiments")."""
     if not sims:
         raise ValueError("average_similarities needs at least one matrix.")
     shapes = {np.shape(s) for s in sims}
@@ -270,7 +271,9 @@ def word_region_attention(model, features, token_ids, batch_size=32):
     """Each word's t2i attention over the regions of its own image.
 
     For pair k, the weights with which caption k's words attend over image
-    k's regions (Eq. 2 of the paper). A t2i model uses its own attention
+    k's regions (the attention of paper section 3.2 "Text-Image Stacked
+    Cross Attention"; Eq. 2 in the package's labels of
+    `scan_keras/layers/equations.py`). A t2i model uses its own attention
     layer; for any other model (i2t, the global baseline) the t2i
     attention is computed on its region and word vectors with the
     paper's t2i settings (`lambda_softmax=9`, clipped l2 norm), which

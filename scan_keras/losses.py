@@ -1,4 +1,5 @@
-"""The hinge-based triplet ranking loss of SCAN (paper section 3.3).
+"""The hinge-based triplet ranking loss of SCAN (paper section 3.3
+"Alignment Objective").
 
 On a batch of matching image-caption pairs, with S[i, c] the similarity of
 image i and caption c (so the diagonal holds the positives) and margin

@@ -1,6 +1,7 @@
 """The paper's variants: hyper-parameters and the recalls they reported.
 
-Each preset names one row of Tables 1 and 2 of the paper: a dataset
+Each preset names one row of Tables 1 and 2 of the paper (section 4
+"Experiments"): a dataset
 (`f30k`, `coco`), a formulation (`t2i` = the paper's Text-Image, `i2t` =
 Image-Text) and a pooling (`avg`, `lse`). It holds what the reference code
 was run with (its README and defaults) and the recalls the paper prints,

@@ -1,4 +1,5 @@
-"""The released precomputed features: reading and writing a split (paper section 4).
+"""The released precomputed features: reading and writing a split (paper
+section 4 "Experiments").
 
 SCAN never sees pixels. The authors released, per dataset, a folder
 (`f30k_precomp`, `coco_precomp`) holding for each split:

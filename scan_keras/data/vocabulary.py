@@ -1,4 +1,5 @@
-"""Captions to token ids: the tokeniser and the vocabulary (paper section 4).
+"""Captions to token ids: the tokeniser and the vocabulary (the words that
+paper section 3.5 "Representing Sentences" embeds).
 
 Token ids follow the reference code: `<pad>` = 0, `<start>` = 1,
 `<end>` = 2, `<unk>` = 3, then the words. Every encoded caption is wrapped

@@ -1,5 +1,8 @@
-"""SCAN's layers: encoders (section 3.4), Stacked Cross Attention (3.1-3.2)
-and the global-embedding baseline's similarity."""
+"""SCAN's layers: the encoders (paper sections 3.4 "Representing images with
+Bottom-Up Attention" and 3.5 "Representing Sentences"), Stacked Cross
+Attention (sections 3.1 "Image-Text Stacked Cross Attention" and 3.2
+"Text-Image Stacked Cross Attention") and the global-embedding baseline's
+similarity."""
 
 from scan_keras.layers.attention import StackedCrossAttention
 from scan_keras.layers.encoders import CaptionEncoder, RegionEncoder

@@ -1,4 +1,6 @@
-"""The Stacked Cross Attention layer (Lee et al., ECCV 2018, section 3).
+"""The Stacked Cross Attention layer (Lee et al., ECCV 2018): paper section
+3.1 "Image-Text Stacked Cross Attention" and section 3.2 "Text-Image Stacked
+Cross Attention".
 
 The layer is a short chain: check the inputs, choose how to compute (the
 portable `keras.ops` path by chunks, or the fused kernel), and run the
@@ -49,8 +51,8 @@ class StackedCrossAttention(keras.layers.Layer):
     From *Stacked Cross Attention for Image-Text Matching* (Lee et al., ECCV
     2018). Given encoded image regions v_r and caption words e_w, it scores
     each image-caption pair by letting words attend over regions (`"t2i"`,
-    the paper's Text-Image formulation) or regions attend over words
-    (`"i2t"`, Image-Text):
+    section 3.2 "Text-Image Stacked Cross Attention") or regions attend
+    over words (`"i2t"`, section 3.1 "Image-Text Stacked Cross Attention"):
 
     1. s[r, w] = v_r . e_w, normalised across the words of the caption for
        each region (t2i) or across the regions for each word (i2t) with
@@ -336,7 +338,7 @@ class StackedCrossAttention(keras.layers.Layer):
         layout = "ircw" if self.cross_attn == "t2i" else platform.i2t_layout()
         if images_mask is not None:
             # Padded regions become zero vectors: zero similarities, so
-            # they drop out of the norms of Eq. 5.
+            # they drop out of the norms of Eq. 5 (equations.py's label).
             images = images * ops.cast(images_mask, images.dtype)[..., None]
         # What depends on the images alone is computed once, not per chunk:
         # the Gram matrix (t2i) or the region norms (i2t), and the product's

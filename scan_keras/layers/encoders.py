@@ -1,4 +1,5 @@
-"""The image and caption encoders of SCAN (paper section 3.4).
+"""The image and caption encoders of SCAN: paper section 3.4 "Representing
+images with Bottom-Up Attention" and section 3.5 "Representing Sentences".
 
 Both map their input into the same `embed_size`-dimensional space, one
 vector per region or word, and l2-normalise each vector so that the dot
@@ -18,6 +19,8 @@ from scan_keras.layers.validation import check_rank
 @keras.saving.register_keras_serializable(package="scan_keras")
 class RegionEncoder(keras.layers.Layer):
     """Projects precomputed region features into the joint space.
+
+    Paper section 3.4 "Representing images with Bottom-Up Attention".
 
     SCAN never sees pixels: each image arrives as the features of its
     detected regions (36 x 2048 from bottom-up attention). One fully
@@ -95,6 +98,8 @@ class RegionEncoder(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="scan_keras")
 class CaptionEncoder(keras.layers.Layer):
     """Encodes token ids into one vector per word with a (bi)GRU.
+
+    Paper section 3.5 "Representing Sentences".
 
     Each word is embedded (`word_dim`, initialised uniform in [-0.1, 0.1]),
     a GRU of `embed_size` units runs over the caption, and for a

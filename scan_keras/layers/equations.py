@@ -1,4 +1,9 @@
-"""Stacked Cross Attention's equations (section 3 of the paper), in order.
+"""Stacked Cross Attention's equations, in the paper's order.
+
+Paper section 3.2 "Text-Image Stacked Cross Attention" (t2i) and section
+3.1 "Image-Text Stacked Cross Attention" (i2t) each take four steps after
+the similarities s. The package labels them Eq. 1-4 (t2i) and Eq. 5-8
+(i2t): the labels are its own, not the paper's equation numbers.
 
 1. `region_word_scores`: s = v_r . e_w, the one d-sized product.
 2. `normalised_logits`: s normalised (Eq. 1 / 5) times lambda_1.
@@ -146,7 +151,7 @@ def relevance(dot, quad, query_norm, total, eps):
 
 
 def pool(relevance, agg_func, lambda_lse=6.0, mask=None, axis=-1):
-    """Pools relevance scores into one similarity (Eq. 4 and 8).
+    """Pools relevance scores into one similarity (the package's Eq. 4 and 8).
 
     Args:
         relevance: relevance R of each word (t2i) or region (i2t).

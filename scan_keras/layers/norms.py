@@ -1,7 +1,9 @@
 """Normalisations used by SCAN, written once for every layer.
 
 The paper normalises the raw region-word similarities before the attention
-softmax (Eq. 1 and 5: clipped l2 norm), the reference code offers several other
+softmax with a clipped l2 norm (sections 3.1 "Image-Text Stacked Cross
+Attention" and 3.2 "Text-Image Stacked Cross Attention"; Eq. 5 and 1 in the
+package's labels of `equations.py`), the reference code offers several other
 choices (`raw_feature_norm`), and the encoders l2-normalise their outputs.
 All functions take an optional boolean `mask` (broadcastable to `x`) marking
 the entries that take part: masked entries never change the result.

@@ -18,7 +18,9 @@ product of each image (t2i) or caption (i2t) is one product with a
 block-diagonal matrix of the tile's Gram matrices.
 
 Only the forward pass is fused; gradients come from the portable layer
-(`jax.custom_vjp`), so the layer trains the same either way.
+(`jax.custom_vjp`), so the layer trains the same either way. "Eq. N" in
+the comments are the package's labels of `equations.py`, not the paper's
+equation numbers.
 """
 
 import functools
