@@ -96,12 +96,11 @@ def test_training_script_prints_the_table(dtype):
     "stage", ["similarity", "pallas-tiles", "evaluate", "evaluate-pallas", "profile"]
 )
 def test_gpu_runbook_runs_a_stage(tmp_path, stage):
-    # The stages the lent GPU machine runs, at the tiny size on this CPU
-    # (`train` has no tiny size: it writes Flickr30K-sized features).
-    env = dict(os.environ, SIZES="tiny", OUT=str(tmp_path), PYTHON=sys.executable)
+    # The runbook's stages at the tiny size, on the CPU (`--cpu`).
     result = subprocess.run(
-        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), stage],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--out", str(tmp_path),
+         "--sizes", "tiny", "--cpu", "--python", sys.executable, stage],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "keras 3." in (tmp_path / "versions.txt").read_text()

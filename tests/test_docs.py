@@ -6,10 +6,13 @@ the Keras backend (mkdocstrings reads the source, it imports nothing), so
 the test runs once, under the JAX backend of the per-backend test runs.
 """
 
+import ast
 import glob
-import re
+import html as html_lib
 import importlib.util
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -82,7 +85,10 @@ API_PAGES = {
     "explorer": ["scan_keras.explorer.write_explorer"],
 }
 
-PAGES = ["concepts", "tutorials", "reproducing", "performance", "architecture", "api", "explorer"]
+PAGES = [
+    "concepts", "tutorials", "reproducing", "performance", "architecture", "api", "explorer",
+    "cli", "faq", "cite",
+]
 
 
 def _missing_docs_modules():
@@ -196,6 +202,118 @@ def test_pages_fetch_nothing_from_elsewhere(site):
                 or "preconnect" in t or 'rel="icon"' in t]
         assert not tags, f"{os.path.relpath(path, site)} loads {tags[0]}"
         assert 'src=""' not in html, f"{os.path.relpath(path, site)} has an empty script source"
+        # The theme's repository widget would ask GitHub's API for stars and
+        # forks; the site's own partial links to the repository without it.
+        assert 'data-md-component="source"' not in html, os.path.relpath(path, site)
+
+
+def _package_version():
+    with open(os.path.join(ROOT, "scan_keras", "__init__.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "__version__":
+            return ast.literal_eval(node.value)
+    raise AssertionError("scan_keras/__init__.py sets no __version__")
+
+
+def test_the_site_shows_the_repository_and_the_packages_version(site):
+    version = _package_version()
+    home = _read(site, "")
+    assert 'href="https://github.com/scan-keras/scan-keras"' in home
+    assert f'md-source__fact--version">{version}</li>' in home
+    assert f"This site documents scan-keras {version}." in home
+    cite = _read(site, "cite")
+    assert f"version = {{{version}}}" in re.sub(r"<[^>]+>", "", cite)
+    assert "1803.08024" in cite and "201--216" in cite
+    for path in glob.glob(os.path.join(site, "**", "*.html"), recursive=True):
+        with open(path, encoding="utf-8") as f:
+            assert "{{ version }}" not in f.read(), os.path.relpath(path, site)
+
+
+def _pages(site):
+    for path in sorted(glob.glob(os.path.join(site, "**", "index.html"), recursive=True)):
+        with open(path, encoding="utf-8") as f:
+            yield os.path.relpath(path, site), f.read()
+
+
+def test_every_table_of_contents_link_has_its_heading(site):
+    """The table of contents beside each page links to anchors that exist
+    (on notebook pages, headings with inline code once lost theirs)."""
+    for name, html in _pages(site):
+        ids = set(re.findall(r'\sid="([^"]+)"', html))
+        toc = re.search(r'<nav class="md-nav md-nav--secondary".*?</nav>', html, re.DOTALL)
+        for anchor in re.findall(r'href="#([^"]+)"', toc.group(0) if toc else ""):
+            assert html_lib.unescape(anchor) in ids, f"{name}: the contents link to #{anchor}"
+
+
+def test_notebook_pages_show_no_nbval_comments(site):
+    for name in _notebooks():
+        html = _read(site, os.path.join("notebooks", name))
+        assert "NBVAL_" not in html, f"notebooks/{name}: an nbval comment is shown"
+
+
+def test_no_bold_made_of_exponents(site):
+    # "2**25 ... 2**20" in Markdown is bold text, not powers of two.
+    for name, html in _pages(site):
+        text = re.sub(r"<(pre|code)\b.*?</\1>", "", html, flags=re.DOTALL)
+        assert not re.search(r"\b\d+<strong>\d", text), f"{name}: an exponent became bold"
+
+
+def _source(name):
+    with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_the_performance_page_quotes_the_stored_import_benchmark():
+    # Its figures, as README.md quotes them (tests/test_features_tsv.py).
+    stored = json.loads(_source("benchmarks/results/import_features.json"))
+    page = " ".join(_source("docs/performance.md").split())
+    stated = re.search(
+        r"\*\*(\d+) MB/s\*\*: MS-COCO's ([\d.]+) GB in about (\d+) minutes \| (\d+) MB peak", page
+    )
+    assert stated, "docs/performance.md states the importer's benchmark"
+    assert int(stated[1]) == stored["mb_per_s"]
+    assert float(stated[2]) == stored["coco_gb"]
+    assert int(stated[3]) == stored["coco_minutes"]
+    assert int(stated[4]) == stored["peak_rss_mb"]
+
+
+# The paper's sections, cited on every page by number and title.
+PAPER_SECTIONS = {
+    "3.1": "Image-Text Stacked Cross Attention",
+    "3.2": "Text-Image Stacked Cross Attention",
+    "3.3": "Alignment Objective",
+    "3.4": "Representing images with Bottom-Up Attention",
+    "3.5": "Representing Sentences",
+    "4": "Experiments",
+}
+
+
+def test_the_paper_is_cited_by_section_and_title():
+    pages = glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
+    for path in pages:
+        with open(path, encoding="utf-8") as f:
+            text = " ".join(f.read().split())
+        name = os.path.relpath(path, ROOT)
+        for match in re.finditer(r"\bsections? (\d(?:\.\d)?)\b(?!-)(,? \"([^\"]+)\")?", text):
+            number, title = match.group(1), match.group(3)
+            if number == "3" and title is None:  # "section 3 of the paper": the whole method
+                continue
+            assert number in PAPER_SECTIONS, f"{name}: the paper has no section {number}"
+            assert title == PAPER_SECTIONS[number], (
+                f"{name}: section {number} is cited as {title!r}, not as "
+                f'section {number}, "{PAPER_SECTIONS[number]}"'
+            )
+
+
+@pytest.mark.parametrize(
+    "name", ["docs/performance.md", "docs/architecture.md", "benchmarks/gpu.sh"]
+)
+def test_user_pages_speak_of_the_project_not_of_its_making(name):
+    text = _source(name)
+    for pattern in (r"\blent\b", r"\bborrow", r"(?-i:\$OUT)\b", r"\bsessions?\b", r"\.whl\b",
+                    r"\bat hand\b"):
+        assert not re.search(pattern, text, re.IGNORECASE), f"{name}: {pattern}"
 
 
 # Text of a page that is not code, with $...$, $$...$$ or \( \) maths that
@@ -235,35 +353,101 @@ def served_site(site):
     server.shutdown()
 
 
+def _load(driver, url, what):
+    import time
+
+    driver.get(url)
+    deadline = time.time() + 20
+    while driver.execute_script("return document.readyState") != "complete":
+        assert time.time() < deadline, f"{what} did not finish loading"
+        time.sleep(0.1)
+    time.sleep(0.5)  # the theme's document$ subscribers typeset the maths
+
+
+def _screenshot(driver, name):
+    """With SCAN_KERAS_SCREENSHOTS=DIR, the window as DIR/NAME.png."""
+    shots = os.environ.get("SCAN_KERAS_SCREENSHOTS")
+    if shots:
+        os.makedirs(shots, exist_ok=True)
+        driver.save_screenshot(os.path.join(shots, f"{name}.png"))
+
+
 @pytest.mark.parametrize(
     "page, least_formulas",
-    [("", 0), ("concepts/", 50), ("notebooks/01_cross_attention/", 100), ("api/layers/", 0)],
+    [
+        ("", 0), ("concepts/", 50), ("notebooks/01_cross_attention/", 100), ("api/layers/", 0),
+        ("reproducing/", 15), ("performance/", 2), ("cli/", 1), ("faq/", 0), ("cite/", 0),
+    ],
 )
 def test_maths_renders_offline_in_a_browser(served_site, page, least_formulas):
     """In headless Chromium: every formula is typeset, no script fails and
     nothing is fetched from the network (the test machine has none)."""
-    import time
-
     from browser import open_browser, script_errors
 
     driver = open_browser()
     try:
-        driver.get(served_site + page)
-        deadline = time.time() + 20
-        while driver.execute_script("return document.readyState") != "complete":
-            assert time.time() < deadline, f"{page or 'home'} did not finish loading"
-            time.sleep(0.1)
-        time.sleep(0.5)  # the theme's document$ subscribers typeset the maths
+        _load(driver, served_site + page, page or "home")
         raw = driver.execute_script(_RAW_MATHS_JS)
         formulas = driver.execute_script("return document.querySelectorAll('.katex').length")
         errors = script_errors(driver)
-        shots = os.environ.get("SCAN_KERAS_SCREENSHOTS")
-        if shots:
-            os.makedirs(shots, exist_ok=True)
-            name = page.strip("/").replace("/", "_") or "home"
-            driver.save_screenshot(os.path.join(shots, f"{name}.png"))
+        _screenshot(driver, page.strip("/").replace("/", "_") or "home")
     finally:
         driver.quit()
     assert not errors, f"{page or 'home'}: {errors}"
     assert not raw, f"{page or 'home'} shows maths KaTeX did not typeset: {raw[:3]}"
     assert formulas >= least_formulas, f"{page or 'home'}: {formulas} formulas typeset"
+
+
+# Tables and preformatted blocks (code, ASCII diagrams) of the article that
+# are wider than the column, and whether each one can be scrolled sideways:
+# the first box around it that does not let it overflow must scroll, or its
+# end is out of sight with no way to reach it.
+_WIDE_JS = r"""
+const article = document.querySelector("article");
+const right = article.getBoundingClientRect().right;
+const report = {wide: [], clipped: []};
+for (const element of article.querySelectorAll("table, pre, pre > code")) {
+  const wrap = element.tagName === "TABLE" ? element.closest(".md-typeset__scrollwrap") : null;
+  const wide = wrap ? wrap.scrollWidth > wrap.clientWidth + 1
+    : element.scrollWidth > element.clientWidth + 1
+      || element.getBoundingClientRect().right > right + 1;
+  if (!wide) continue;
+  const what = element.tagName + ": " + element.innerText.slice(0, 50).replace(/\s+/g, " ");
+  report.wide.push(what);
+  let box = wrap || element, scrolls = false;
+  while (box && box !== article) {
+    const overflow = getComputedStyle(box).overflowX;
+    if (overflow === "auto" || overflow === "scroll") { scrolls = true; break; }
+    if (overflow !== "visible" && box.scrollWidth > box.clientWidth + 1) break;
+    box = box.parentElement;
+  }
+  if (!scrolls) report.clipped.push(what);
+}
+return report;
+"""
+
+
+@pytest.mark.parametrize(
+    "page", ["reproducing/", "performance/", "architecture/", "cli/", "notebooks/03_encoders_and_loss/"]
+)
+def test_wide_tables_fit_and_wide_blocks_scroll(served_site, page):
+    """At a desktop width the paper's tables fit the column, last columns
+    (R@10, rsum) included; whatever is still wider scrolls inside it."""
+    from browser import open_browser
+
+    driver = open_browser()
+    try:
+        _load(driver, served_site + page, page)
+        report = driver.execute_script(_WIDE_JS)
+        if page == "reproducing/":
+            # The Flickr30K table, in view, for the screenshot.
+            driver.execute_script(
+                "document.getElementById('the-papers-numbers-and-ours').scrollIntoView()")
+            _screenshot(driver, "reproducing_wide_table")
+    finally:
+        driver.quit()
+    assert not report["clipped"], f"{page}: cut off, without a scrollbar: {report['clipped']}"
+    if page in ("reproducing/", "cli/"):
+        tables = [w for w in report["wide"] if w.startswith("TABLE")]
+        assert not tables, f"{page}: tables wider than the column: {tables}"
+

@@ -10,6 +10,12 @@ The notebooks live in `notebooks/`, where `pytest --nbval` runs them, not in
   notebook's first heading,
 - points a notebook's links to another notebook (`02_t2i_vs_i2t.ipynb`) at
   that notebook's page,
+- leaves out of the rendered code cells a first line that is an nbval
+  comment (`# NBVAL_IGNORE_OUTPUT` and the like): it speaks to the test
+  runner, not to the reader,
+- points the page's table of contents at the headings' real anchors (the
+  table is made from the notebook's Markdown, where a heading's inline code
+  does not count towards its anchor; nbconvert's anchors keep it),
 - and has `mkdocs serve` watch the folder.
 
 A Markdown link to a tutorial whose notebook does not exist yet, such as
@@ -39,6 +45,12 @@ _SIBLING_LINK = re.compile(r'href="(?:\./)?([\w.-]+\.ipynb)(#[^"]*)?"')
 # page itself as a script) and its configuration. The site's KaTeX typesets
 # the notebooks' maths instead (docs/javascripts/katex.js).
 _MATHJAX = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.DOTALL)
+# A code cell's first line when it is an nbval comment: in the highlighted
+# source, and in the hidden text that the copy button copies.
+_NBVAL_HIGHLIGHTED = re.compile(r'(<pre><span></span>)<span class="c1">#\s*NBVAL_[A-Z_]+\s*</span>\n')
+_NBVAL_COPIED = re.compile(r'(<div class="clipboard-copy-txt"[^>]*>)#\s*NBVAL_[A-Z_]+[ \t]*\n')
+_HEADING = re.compile(r'<h([1-6])[^>]*\sid="([^"]+)"[^>]*>(.*?)</h\1>', re.DOTALL)
+_ANCHOR_LINK = re.compile(r'<a class="anchor-link"[^>]*>.*?</a>', re.DOTALL)
 
 
 def _root(config):
@@ -127,6 +139,37 @@ def on_page_markdown(markdown, page, config, files):
     return _NOTEBOOK_LINK.sub(unlink_missing, markdown)
 
 
+def _strip_nbval_comments(html):
+    return _NBVAL_COPIED.sub(r"\1", _NBVAL_HIGHLIGHTED.sub(r"\1", html))
+
+
+def _repair_toc(page, html):
+    """Points each entry of the page's table of contents at a heading that
+    exists. The table's anchors are slugs of the headings' Markdown, in
+    which inline code is left out ("3. Training with `model.fit`" gives
+    `3-training-with`); nbconvert's anchors keep the code
+    (`3-training-with-modelfit`). An entry whose anchor is missing takes the
+    one heading anchor that starts with it, and that heading's text, code
+    included."""
+    headings = {
+        anchor: _ANCHOR_LINK.sub("", text).strip() for _, anchor, text in _HEADING.findall(html)
+    }
+
+    def repair(entries):
+        for entry in entries:
+            if entry.id not in headings:
+                candidates = [i for i in headings if i.startswith(entry.id + "-")]
+                if len(candidates) == 1:
+                    entry.id = candidates[0]
+                    entry.title = headings[entry.id]
+                else:
+                    log.warning(f"{page.file.src_uri}: the table of contents links to "
+                                f"#{entry.id}, which no heading has.")
+            repair(entry.children)
+
+    repair(page.toc)
+
+
 def on_page_content(html, page, config, files):
     if not _is_notebook(page):
         return html
@@ -137,7 +180,9 @@ def on_page_content(html, page, config, files):
             return match.group(0)
         return f'href="{target.url_relative_to(page.file)}{match.group(2) or ""}"'
 
-    return _SIBLING_LINK.sub(to_page, _MATHJAX.sub("", html))
+    html = _strip_nbval_comments(_SIBLING_LINK.sub(to_page, _MATHJAX.sub("", html)))
+    _repair_toc(page, html)
+    return html
 
 
 def on_serve(server, config, builder):

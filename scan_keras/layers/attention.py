@@ -105,7 +105,7 @@ class StackedCrossAttention(keras.layers.Layer):
             portable path.
         chunk_size: captions scored at once, against all images (not saved).
             `None` plans the tiles itself: each intermediate tensor stays
-            near 2**25 elements on a GPU and 2**20 on a CPU, with at least
+            near `2**25` elements on a GPU and `2**20` on a CPU, with at least
             16 captions a chunk, and the images are tiled as well when that
             is still too large.
         torch_compile: on the PyTorch backend, score each chunk through
