@@ -2,15 +2,18 @@
 
 Generates the built-in world with a test split of `--test-images` images
 (1,000 by default, 5,000 captions: the size of Flickr30K's test set),
-trains SCAN (t2i AVG) and the global-embedding baseline with the demo's
-recipe, and evaluates on the test split, protocol "1k" (all images at
-once):
+trains SCAN (t2i AVG), the global-embedding baseline, and SCAN with a
+second, global head (`global_loss_weight=1`) with the demo's recipe, and
+evaluates on the test split, protocol "1k" (all images at once):
 
 - `full SCAN`: all n x 5n pairs scored (`evaluation.evaluate`);
 - `two-stage <dual>` at each shortlist k of `--ks`: each caption's k
   images and each image's k captions shortlisted by the dual encoder
   (`mean`: SCAN's own encoders, mean-pooled; `global`: the baseline),
-  re-ranked by SCAN, the rest ranked after (`two_stage_metrics`).
+  re-ranked by SCAN, the rest ranked after (`two_stage_metrics`);
+- `full SCAN, two heads` and `two-stage joint`: the same for the model
+  trained with both heads, which shortlists with its own mean-pooled
+  vectors and re-ranks with its attention.
 
 Beside the recalls: the pairs SCAN scores for the text queries and the
 factor fewer than all pairs, and the time per text query end to end
@@ -64,12 +67,15 @@ def prepare(work, train_images, test_images, epochs, seed):
             json.dump(sizes, f)
     preset = DEMO_PRESET if epochs is None else dataclasses.replace(DEMO_PRESET, num_epochs=epochs)
     paths = {}
-    for name, cls in (("scan", SCAN), ("global", GlobalEmbedding)):
+    models = (("scan", SCAN, {}), ("global", GlobalEmbedding, {}),
+              ("joint", SCAN, {"global_loss_weight": 1.0}))
+    for name, cls, overrides in models:
         run = os.path.join(work, f"{name}_{train_images}_{preset.num_epochs}")
         paths[name] = os.path.join(run, BEST_MODEL)
         if not os.path.exists(paths[name]):
             print(f"training {name} for {preset.num_epochs} epochs in {run}")
-            train(preset, data, run, seed=seed, verbose=2, model_class=cls, workers=2)
+            train(preset, data, run, seed=seed, verbose=2, model_class=cls, workers=2,
+                  **overrides)
     return data, paths
 
 
@@ -89,7 +95,8 @@ def main():
     parser.add_argument("--test-images", type=int, default=1000)
     parser.add_argument("--epochs", type=int, help="training epochs (the demo's)")
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 50, 100, 200])
-    parser.add_argument("--duals", nargs="+", default=["mean", "global"], choices=("mean", "global"))
+    parser.add_argument("--duals", nargs="+", default=["mean", "global", "joint"],
+                        choices=("mean", "global", "joint"))
     parser.add_argument("--queries", type=int, default=100, help="captions timed per method")
     parser.add_argument("--work", help="folder kept between runs (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
@@ -100,36 +107,44 @@ def main():
     data, paths = prepare(work, args.train_images, args.test_images, args.epochs, args.seed)
     model = keras.saving.load_model(paths["scan"], compile=False)
     baseline = keras.saving.load_model(paths["global"], compile=False)
+    joint = keras.saving.load_model(paths["joint"], compile=False)
     split = load_split(data, "test")
     n = split.n_images
     rng = np.random.default_rng(args.seed)
     queries = [split.captions[c] for c in rng.choice(split.n_captions, args.queries, replace=False)]
 
     rows = []
-    started = time.perf_counter()
-    metrics = evaluate(model, split, verbose=0)
-    seconds = time.perf_counter() - started
-    collection = Collection(model, data, "test")
-    rows.append({
-        "method": "full SCAN", "shortlist": n, **metrics,
-        "t2i_pairs": n * split.n_captions, "i2t_pairs": n * split.n_captions,
-        "evaluation_seconds": seconds,
-        "ms_per_text_query": median_ms(lambda q: collection.rank_images(q, k=10), queries),
-    })
-    for dual in args.duals:
+    full = [("full SCAN", model)] + ([("full SCAN, two heads", joint)]
+                                     if "joint" in args.duals else [])
+    for label, scorer in full:
+        started = time.perf_counter()
+        metrics = evaluate(scorer, split, verbose=0)
+        seconds = time.perf_counter() - started
+        collection = Collection(scorer, data, "test")
+        rows.append({
+            "method": label, "shortlist": n, **metrics,
+            "t2i_pairs": n * split.n_captions, "i2t_pairs": n * split.n_captions,
+            "evaluation_seconds": seconds,
+            "ms_per_text_query": median_ms(lambda q: collection.rank_images(q, k=10), queries),
+        })
+    for name in args.duals:
+        # (re-ranking model, dual encoder kind, dual model)
+        reranker, dual, dual_model = {
+            "mean": (model, "mean", None), "global": (model, "global", baseline),
+            "joint": (joint, "mean", None)}[name]
         index = TwoStageSearch.build(
-            model, data, os.path.join(work, f"index_{dual}"), split="test", dual=dual,
-            dual_model=baseline if dual == "global" else None, verbose=False,
+            reranker, data, os.path.join(work, f"index_{name}"), split="test", dual=dual,
+            dual_model=dual_model, verbose=False,
         )
         for k in args.ks:
             if k > n:
                 continue
             started = time.perf_counter()
             metrics, cost = two_stage_metrics(
-                model, split, k, dual=dual, dual_model=baseline if dual == "global" else None)
+                reranker, split, k, dual=dual, dual_model=dual_model)
             seconds = time.perf_counter() - started
             rows.append({
-                "method": f"two-stage {dual}", "shortlist": k, **metrics, **cost,
+                "method": f"two-stage {name}", "shortlist": k, **metrics, **cost,
                 "evaluation_seconds": seconds,
                 "ms_per_text_query": median_ms(
                     lambda q, k=k: index.query_text(q, k=min(10, k), shortlist=k), queries),
