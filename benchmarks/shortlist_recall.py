@@ -55,7 +55,7 @@ RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def prepare(work, train_images, test_images, epochs, seed):
+def prepare(work, train_images, test_images, epochs, seed, warmup_epochs):
     """The world and the two trained models, made once per `work` folder."""
     data = os.path.join(work, "world")
     sizes = {"train": train_images, "dev": max(20, train_images // 12), "test": test_images}
@@ -65,7 +65,8 @@ def prepare(work, train_images, test_images, epochs, seed):
         write_world(data, sizes=sizes, seed=seed)
         with open(marker, "w") as f:
             json.dump(sizes, f)
-    preset = DEMO_PRESET if epochs is None else dataclasses.replace(DEMO_PRESET, num_epochs=epochs)
+    preset = dataclasses.replace(
+        DEMO_PRESET, num_epochs=epochs or DEMO_PRESET.num_epochs, warmup_epochs=warmup_epochs)
     paths = {}
     models = (("scan", SCAN, {}), ("global", GlobalEmbedding, {}),
               ("joint", SCAN, {"global_loss_weight": 1.0}))
@@ -94,6 +95,9 @@ def main():
     parser.add_argument("--train-images", type=int, default=2500)
     parser.add_argument("--test-images", type=int, default=1000)
     parser.add_argument("--epochs", type=int, help="training epochs (the demo's)")
+    parser.add_argument("--warmup-epochs", type=int, default=1,
+                        help="epochs of the summed hinge before the hardest negatives (1: "
+                        "every seed of the demo's world leaves the collapsed start)")
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 50, 100, 200])
     parser.add_argument("--duals", nargs="+", default=["mean", "global", "joint"],
                         choices=("mean", "global", "joint"))
@@ -104,7 +108,8 @@ def main():
     args = parser.parse_args()
 
     work = args.work or tempfile.mkdtemp(prefix="shortlist_recall-")
-    data, paths = prepare(work, args.train_images, args.test_images, args.epochs, args.seed)
+    data, paths = prepare(work, args.train_images, args.test_images, args.epochs, args.seed,
+                          args.warmup_epochs)
     model = keras.saving.load_model(paths["scan"], compile=False)
     baseline = keras.saving.load_model(paths["global"], compile=False)
     joint = keras.saving.load_model(paths["joint"], compile=False)

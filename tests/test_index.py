@@ -318,3 +318,34 @@ def test_the_commands_end_to_end(tmp_path, capsys):
         {n: full[n] for n in ("t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr")})
     assert written["shortlist"] == 10 and written["t2i_pairs"] == 500
     shutil.rmtree(out)
+
+
+def test_the_documented_shortlist_table_is_the_stored_run():
+    # docs/search.md quotes benchmarks/results/shortlist_recall.json.
+    import json
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stored = json.load(open(os.path.join(root, "benchmarks/results/shortlist_recall.json")))
+    text = open(os.path.join(root, "docs/search.md"), encoding="utf-8").read()
+    all_pairs = stored["test_images"] * stored["test_captions"]
+    rows = {}
+    for row in stored["rows"]:
+        rows[row["method"], row["shortlist"]] = row
+        if row["shortlist"] not in (10, 100, stored["test_images"]):
+            continue
+        recalls = " | ".join(f"{row[k]:.1f}" for k in (
+            "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"))
+        line = (f"| {row['method']} | {row['shortlist']} | {recalls} | {row['rsum']:.1f} | "
+                f"{all_pairs / row['t2i_pairs']:.0f}x | {row['ms_per_text_query']:.1f} |")
+        assert line in text, line
+    prose = re.sub(r"\s+", " ", text)
+    two, one = rows["full SCAN, two heads", 1000], rows["full SCAN", 1000]
+    assert f"rsum {two['rsum']:.1f} against {one['rsum']:.1f}" in prose
+    assert f"two stages reach rsum {rows['two-stage joint', 100]['rsum']:.1f}" in prose
+    # "no dual encoder comes within 1 point of full SCAN" at k = 100.
+    keys = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
+    for name in ("mean", "global", "joint"):
+        full = one if name != "joint" else two
+        gap = max(full[k] - rows[f"two-stage {name}", 100][k] for k in keys)
+        assert gap > 1.0, name
