@@ -161,3 +161,17 @@ once = pytest.mark.skipif(
     keras.backend.backend() != "torch",
     reason="backend-independent (subprocesses): run under PyTorch",
 )
+
+
+def model_for_folder(folder, img_dim, model_class=None, embed_size=16, seed=0):
+    """A small untrained model on the vocabulary of a data folder, seeded."""
+    from scan_keras.data import Vocabulary
+    from scan_keras.models import SCAN
+
+    keras.utils.set_random_seed(seed)
+    vocabulary = Vocabulary.load(os.path.join(folder, "vocab.json"))
+    model = (model_class or SCAN)(
+        vocabulary=vocabulary, img_dim=img_dim, embed_size=embed_size, word_dim=8
+    )
+    model.build()
+    return model

@@ -5,15 +5,15 @@ show them, the page works offline and on a phone, and bad input is named."""
 import os
 import re
 
-import keras
 import numpy as np
 import pytest
-from keras import ops
-
 import reference
 from browser import browser, script_errors  # noqa: F401 (the fixture)
+from helpers import model_for_folder
+from keras import ops
+
 from scan_keras.cli import main
-from scan_keras.data import Vocabulary, write_toy_precomp
+from scan_keras.data import write_toy_precomp
 from scan_keras.data.world import write_world
 from scan_keras.explorer import (
     quantise,
@@ -39,11 +39,7 @@ def world(tmp_path_factory):
 
 
 def _model(folder, img_dim=128, model_class=SCAN):
-    keras.utils.set_random_seed(0)
-    vocabulary = Vocabulary.load(os.path.join(folder, "vocab.json"))
-    model = model_class(vocabulary=vocabulary, img_dim=img_dim, embed_size=16, word_dim=8)
-    model.build()
-    return model
+    return model_for_folder(folder, img_dim, model_class)
 
 
 @pytest.fixture(scope="module")

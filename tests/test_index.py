@@ -13,6 +13,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import model_for_folder
 
 from scan_keras.cli import main
 from scan_keras.data import Vocabulary, load_split, write_toy_precomp
@@ -41,11 +42,7 @@ def folder(tmp_path_factory):
 
 
 def _model(folder, seed=0, cls=SCAN, embed_size=16):
-    keras.utils.set_random_seed(seed)
-    vocabulary = Vocabulary.load(os.path.join(folder, "vocab.json"))
-    model = cls(vocabulary=vocabulary, img_dim=12, embed_size=embed_size, word_dim=8)
-    model.build()
-    return model
+    return model_for_folder(folder, 12, cls, embed_size, seed)
 
 
 @pytest.fixture(scope="module")
