@@ -53,3 +53,23 @@ def test_the_demo_seed_figures_in_the_docs_are_the_stored_ones():
         )
         assert re.search(stated, text.replace("\n", " ")), stated
         assert max(v for v in values if v <= 100) < 25
+
+
+def test_the_warmup_seed_figures_in_the_docs_are_the_stored_ones():
+    import csv
+    import os
+    import re
+
+    import numpy as np
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "notebooks/results/demo_seeds.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r["warmup_epochs"] == "1"]
+    values = [float(r["best_val_rsum"]) for r in rows]
+    escaped = [v for v in values if v > 100]
+    text = open(os.path.join(root, "docs/reproducing.md"), encoding="utf-8").read()
+    stated = (
+        f"training seeds 0 to {len(values) - 1}), {len(escaped)} of {len(values)} runs "
+        f"escaped, best validation rsum {np.mean(escaped):.1f} ± {np.std(escaped, ddof=1):.1f}"
+    )
+    assert stated in re.sub(r"\s+", " ", text), stated
