@@ -13,6 +13,9 @@ For each backend of `--backends` (one subprocess each) and each size of
   runs as it is;
 - `layer, op by op`: the same with `jit_compile=False`, every operation
   run eagerly (what the layer did before it compiled its eager calls);
+- `layer, jit_compile=True` (TensorFlow): compiled whatever the number of
+  tiles (`"auto"` leaves calls of many tiles op by op there: XLA unrolls
+  them and its compile time grows with their number);
 - `layer, torch.compile` (PyTorch): `torch_compile=True`.
 
 Times are the median of `--repeats` calls after the first, interleaved
@@ -69,6 +72,10 @@ def measure(size, repeats, dim):
     layers = {"layer": StackedCrossAttention("t2i", lambda_softmax=9.0),
               "layer, op by op": StackedCrossAttention("t2i", lambda_softmax=9.0,
                                                        jit_compile=False)}
+    if keras.backend.backend() == "tensorflow":
+        # "auto" compiles only calls of a few tiles there (layers/eager.py).
+        layers["layer, jit_compile=True"] = StackedCrossAttention(
+            "t2i", lambda_softmax=9.0, jit_compile=True)
     if keras.backend.backend() == "torch":
         layers["layer, torch.compile"] = StackedCrossAttention(
             "t2i", lambda_softmax=9.0, torch_compile=True)

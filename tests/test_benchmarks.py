@@ -200,9 +200,37 @@ def test_eager_layer_script_prints_the_table(tmp_path):
     rows = json.load(open(tmp_path / "rows.json"))
     methods = [row["method"] for row in rows]
     expected = ["floor", "layer", "layer, op by op"]
-    assert methods == expected + (["layer, torch.compile"] if backend == "torch" else [])
+    extra = {"torch": ["layer, torch.compile"], "tensorflow": ["layer, jit_compile=True"]}
+    assert methods == expected + extra.get(backend, [])
     compiled = {row["method"]: row["compilations"] for row in rows}
     # One compilation of the eager call where the backend compiles, none op by op.
     assert compiled["layer"] == (1 if backend in ("jax", "tensorflow") else 0)
     assert compiled["layer, op by op"] == 0
     assert "| layer, op by op |" in result.stdout
+
+
+def test_the_documented_eager_table_is_the_stored_run():
+    import json
+    import re
+
+    rows = json.load(open(os.path.join(ROOT, "benchmarks/results/eager_layer.json")))
+    text = open(os.path.join(ROOT, "docs/performance.md"), encoding="utf-8").read()
+    for r in rows:
+        first = "" if r["first_s"] is None else f"{r['first_s']:.1f}"
+        line = (f"| {r['backend']} | {r['size']} | {r['method']} | {r['ms']:.0f} | "
+                f"{r['ratio']:.2f}x | {first} |")
+        assert line in text, line
+    by = {(r["backend"], r["size"], r["method"]): r for r in rows}
+    prose = re.sub(r"\s+", " ", text)
+    # "On JAX the compiled call is within 1.4x of the floor at both sizes."
+    assert "within 1.4x of the floor at both sizes" in prose
+    assert all(by["jax", size, "layer"]["ratio"] < 1.4 for size in ("100x250", "1000x500"))
+    # TensorFlow: a third of the time saved; half a minute of compilation.
+    small, large = "100x250", "1000x500"
+    assert by["tensorflow", small, "layer"]["compilations"] == 1
+    assert by["tensorflow", large, "layer"]["compilations"] == 0
+    for size, method in ((small, "layer"), (large, "layer, jit_compile=True")):
+        saved = 1 - by["tensorflow", size, method]["ms"] / by["tensorflow", size, "layer, op by op"]["ms"]
+        assert 0.28 < saved < 0.4, (size, saved)
+    assert 20 < by["tensorflow", large, "layer, jit_compile=True"]["first_s"] < 45
+    assert by["torch", large, "layer"]["ratio"] < 1

@@ -112,3 +112,21 @@ def test_jit_compile_is_an_execution_choice_not_saved():
     assert layer.execution["jit_compile"] is False
     with pytest.raises(ValueError, match="jit_compile"):
         StackedCrossAttention("t2i", jit_compile="yes")
+
+
+@pytest.mark.skipif(not COMPILES, reason="eager calls are compiled on JAX and TensorFlow")
+def test_tensorflow_compiles_only_calls_of_few_tiles_unless_asked():
+    # TensorFlow unrolls the tiles when compiling: "auto" leaves long calls
+    # op by op there; JAX compiles its loop over tiles once, whatever their number.
+    from scan_keras.layers.eager import MAX_TENSORFLOW_TILES
+
+    rng = np.random.default_rng(3)
+    images = rng.normal(size=(2, 3, 8)).astype("float32")
+    captions = rng.normal(size=(MAX_TENSORFLOW_TILES + 1, 4, 8)).astype("float32")
+    auto = StackedCrossAttention("t2i", chunk_size=1)
+    asked = StackedCrossAttention("t2i", chunk_size=1, jit_compile=True)
+    np.testing.assert_allclose(ops.convert_to_numpy(auto(images, captions)),
+                               ops.convert_to_numpy(asked(images, captions)), rtol=1e-5, atol=1e-6)
+    tensorflow = keras.backend.backend() == "tensorflow"
+    assert traces(auto) == (0 if tensorflow else 1)
+    assert traces(asked) == 1

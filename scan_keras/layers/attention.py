@@ -117,7 +117,8 @@ class StackedCrossAttention(keras.layers.Layer):
             TensorFlow, run the layer as a compiled function of its own
             (`"auto"`, the default, or True), cached per size of the
             inputs rounded up (`eager.bucket`); False runs the operations
-            one by one. Inside `fit`, `predict` or a traced function the
+            one by one. On TensorFlow `"auto"` compiles only calls of a
+            few tiles, whose compilation is short. Inside `fit`, `predict` or a traced function the
             enclosing compilation applies either way. Not saved.
         kernel: deprecated name of `implementation`.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
@@ -265,7 +266,9 @@ class StackedCrossAttention(keras.layers.Layer):
                 images, captions, images_mask, captions_mask, return_attention_scores
             )
 
-        if eager.compiles_eager_calls(self.jit_compile, images, captions):
+        if eager.compiles_eager_calls(
+            self.jit_compile, self._tiles(images.shape, captions.shape), images, captions
+        ):
             # The options are part of the key: a layer whose lambda_1 is
             # changed between calls must not reuse the old compilation.
             key = (return_attention_scores, self.options, tuple(self.execution.items()))
@@ -273,6 +276,14 @@ class StackedCrossAttention(keras.layers.Layer):
                 self, compute, images, captions, images_mask, captions_mask, key
             )
         return compute(images, captions, images_mask, captions_mask)
+
+    def _tiles(self, images_shape, captions_shape):
+        """How many tiles the portable path runs for these shapes."""
+        image_block, chunk = plan_tiles(
+            images_shape, captions_shape, default_budget(), self.chunk_size
+        )
+        n_images, n_captions = images_shape[0], captions_shape[0]
+        return -(-n_images // (image_block or n_images)) * -(-n_captions // (chunk or n_captions))
 
     def _use_fused(self, n_words):
         """Whether this call runs the fused kernel (see `implementation`)."""

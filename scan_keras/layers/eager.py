@@ -31,14 +31,22 @@ def bucket(n):
     return -(-int(n) // step) * step
 
 
-def compiles_eager_calls(jit_compile, *arrays):
+# TensorFlow unrolls the loop over tiles when it compiles, so its compile
+# time grows with their number: above this many, "auto" runs op by op.
+MAX_TENSORFLOW_TILES = 32
+
+
+def compiles_eager_calls(jit_compile, tiles, *arrays):
     """Whether this call goes through `compiled_call`: asked for (`"auto"`
-    or True), on JAX or TensorFlow, with concrete inputs."""
+    or True), on JAX or TensorFlow, with concrete inputs; on TensorFlow,
+    `"auto"` only for calls of at most `MAX_TENSORFLOW_TILES` tiles."""
     if jit_compile is False or platform.backend() not in ("jax", "tensorflow"):
         return False
     if platform.backend() == "tensorflow":
         import tensorflow as tf
 
+        if jit_compile == "auto" and tiles > MAX_TENSORFLOW_TILES:
+            return False
         return tf.executing_eagerly()
     import jax
 
