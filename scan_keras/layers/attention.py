@@ -269,8 +269,7 @@ class StackedCrossAttention(keras.layers.Layer):
         if eager.compiles_eager_calls(
             self.jit_compile, self._tiles(images.shape, captions.shape), images, captions
         ):
-            # The options are part of the key: a layer whose lambda_1 is
-            # changed between calls must not reuse the old compilation.
+            # Options in the key: a changed lambda_1 must not reuse old code.
             key = (return_attention_scores, self.options, tuple(self.execution.items()))
             return eager.compiled_call(
                 self, compute, images, captions, images_mask, captions_mask, key
@@ -283,6 +282,8 @@ class StackedCrossAttention(keras.layers.Layer):
             images_shape, captions_shape, default_budget(), self.chunk_size
         )
         n_images, n_captions = images_shape[0], captions_shape[0]
+        if n_images is None or n_captions is None:  # traced: never compiled here
+            return 0
         return -(-n_images // (image_block or n_images)) * -(-n_captions // (chunk or n_captions))
 
     def _use_fused(self, n_words):
