@@ -12,6 +12,14 @@ bash scripts/setup.sh
 venv=${SCAN_KERAS_VENV:-.venv}
 backends=${KERAS_BACKEND:-tensorflow jax torch}
 
+# Tests marked `once` (independent of the backend: file formats, the
+# command line, scripts, the site) run in one backend's run, not in all
+# three (tests/conftest.py).
+read -r -a backend_list <<< "$backends"
+if [ "${#backend_list[@]}" -gt 1 ] && [ -z "${SCAN_KERAS_ONCE_ON:-}" ]; then
+    export SCAN_KERAS_ONCE_ON=jax
+fi
+
 status=0
 check() {
     # Exit code 5 means "no tests collected" (e.g. a -k that matches none).

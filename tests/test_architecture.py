@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+# Independent of the Keras backend (see conftest.py).
+pytestmark = pytest.mark.once
+
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scan_keras")
 # Modules allowed over MAX_LINES, each with the reason docs/architecture.md gives.
 MAX_LINES = 450

@@ -11,6 +11,9 @@ import pytest
 from scan_keras.atomic import atomic_path, read_json, save_model, write_json
 from scan_keras.callbacks import RetrievalValidation
 
+# Independent of the Keras backend (see conftest.py).
+pytestmark = pytest.mark.once
+
 
 def _leftovers(folder, keep):
     return sorted(set(os.listdir(folder)) - set(keep))

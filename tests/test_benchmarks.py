@@ -42,6 +42,7 @@ def test_literal_version_is_the_papers_equations(rng, cross_attn):
     np.testing.assert_allclose(ops.convert_to_numpy(in_keras), expected, rtol=1e-5)
 
 
+@pytest.mark.once  # the script's plumbing; its subject is tested per backend
 def test_script_prints_the_table():
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
     result = subprocess.run(
@@ -65,6 +66,7 @@ def test_script_prints_the_table():
         assert float(errors[attn, "scan-bf16"]) <= 3e-3
 
 
+@pytest.mark.once  # the script's plumbing; its subject is tested per backend
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
 def test_training_script_prints_the_table(dtype):
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
@@ -160,6 +162,7 @@ def test_kernel_resources_script_lowers_every_tile():
     assert all(int(r[3]) > 100 for r in rows)  # lines of Triton IR
 
 
+@pytest.mark.once  # the script's plumbing; its subject is tested per backend
 def test_tf32_script_prints_the_table():
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "tf32_error.py"),
@@ -186,6 +189,7 @@ def test_tf32_emulation_rounds_to_ten_mantissa_bits():
     np.testing.assert_array_equal(module.tf32(x, "truncate"), [1, 1, -(1 + 2**-10)])
 
 
+@pytest.mark.once  # the script's plumbing; its subject is tested per backend
 def test_eager_layer_script_prints_the_table(tmp_path):
     backend = keras.backend.backend()
     result = subprocess.run(

@@ -10,6 +10,9 @@ import scan_keras.chance
 from scan_keras.chance import chance_metrics, chance_recall
 from scan_keras.evaluation import retrieval_metrics
 
+# Independent of the Keras backend (see conftest.py).
+pytestmark = pytest.mark.once
+
 
 def test_chance_recall_counts_every_order():
     """All orders of 6 items, 2 of them relevant: the share whose first k

@@ -10,6 +10,9 @@ import pytest
 
 from scan_keras.data import write_toy_precomp
 
+# Independent of the Keras backend (see conftest.py).
+pytestmark = pytest.mark.once
+
 
 def scan_keras(*args, timeout=600):
     return subprocess.run(

@@ -15,6 +15,9 @@ import pytest
 
 from scan_keras.cli import _parser
 
+# Independent of the Keras backend (see conftest.py).
+pytestmark = pytest.mark.once
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(ROOT, "docs", "cli.md")
 

@@ -36,6 +36,7 @@ API_PAGES = {
         "scan_keras.layers.RegionEncoder",
         "scan_keras.layers.CaptionEncoder",
         "scan_keras.layers.GlobalSimilarity",
+        "scan_keras.layers.SumMaxSimilarity",
         "scan_keras.layers.equations.pool",
         "scan_keras.layers.norms.normalize_raw_similarity",
     ],
@@ -44,7 +45,8 @@ API_PAGES = {
     "models": [
         "scan_keras.models.SCAN",
         "scan_keras.models.SCAN.similarity",
-        "scan_keras.models.GlobalEmbedding",
+        "scan_keras.baselines.GlobalEmbedding",
+        "scan_keras.baselines.SumMax",
     ],
     "training": [
         "scan_keras.training.train",
@@ -105,11 +107,7 @@ def _missing_docs_modules():
 
 pytestmark = [
     pytest.mark.slow,  # the site build: left out of the fast suite
-    pytest.mark.skipif(
-        os.environ.get("KERAS_BACKEND") != "jax",
-        reason="the docs do not depend on the Keras backend: built once, "
-        "in the KERAS_BACKEND=jax run",
-    ),
+    pytest.mark.once,  # the docs do not depend on the Keras backend
     pytest.mark.skipif(
         bool(_missing_docs_modules()),
         reason=f"the docs tools are not installed ({', '.join(_missing_docs_modules())}"

@@ -13,6 +13,9 @@ from scan_keras.data.features_tsv import (
     read_tsv_records,
 )
 
+# Independent of the Keras backend (see conftest.py).
+pytestmark = pytest.mark.once
+
 DIM = 6  # feature values per box: small, the format is the same at 2048
 
 

@@ -15,6 +15,9 @@ from scan_keras.data import (
     load_split,
 )
 
+# Independent of the Keras backend (see conftest.py).
+pytestmark = pytest.mark.once
+
 
 def _image(index, split, image_id=None, n=5, coco=False, raws=None):
     """One image entry as Karpathy's files have it; captions name the image."""

@@ -12,6 +12,9 @@ import pytest
 from scan_keras.ablations import COLUMNS, read_table
 from scan_keras.chance import chance_metrics
 
+# Independent of the Keras backend (see conftest.py).
+pytestmark = pytest.mark.once
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ("04_training_on_the_world.ipynb", "05_ablations.ipynb")
 RESULTS = os.path.join(ROOT, "notebooks", "results")

@@ -11,6 +11,9 @@ import pytest
 
 from scan_keras.data import Vocabulary, load_reference_vocabulary
 
+# Independent of the Keras backend (see conftest.py).
+pytestmark = pytest.mark.once
+
 WORDS = ["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "café", "runs"]
 
 

@@ -28,7 +28,7 @@ from scan_keras.training import BACKUP, BEST_MODEL, LAST_MODEL, LOG, train
 
 # Training runs, subprocesses or the site build: left out of the fast suite
 # (`pytest -m "not slow"`).
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.once, pytest.mark.slow]
 
 EPOCHS = 3
 ARGS = ["--preset", "f30k_t2i_avg", "--epochs", str(EPOCHS), "--batch-size", "16",

@@ -14,6 +14,9 @@ from helpers import load_benchmark_script
 from scan_keras.data import Vocabulary, get_tokenizer, make_world
 from scan_keras.models import SCAN
 
+# Independent of the Keras backend (see conftest.py).
+pytestmark = pytest.mark.once
+
 nltk = pytest.importorskip("nltk")
 
 ROOT = __import__("os").path.dirname(__import__("os").path.dirname(__file__))

@@ -13,7 +13,7 @@ from test_features_tsv import tsv_line, write_tsv
 from scan_keras.cli import main
 from scan_keras.data import load_split, write_toy_precomp
 
-pytestmark = pytest.mark.slow  # a training run
+pytestmark = [pytest.mark.once, pytest.mark.slow]  # a training run
 
 SPLITS = {"train": 40, "dev": 10, "test": 10}
 KARPATHY = {"train": "train", "dev": "val", "test": "test"}
