@@ -46,7 +46,8 @@ import numpy as np
 from scan_keras.data import load_split, write_world
 from scan_keras.demo import DEMO_PRESET
 from scan_keras.evaluation import evaluate
-from scan_keras.models import SCAN, GlobalEmbedding
+from scan_keras.baselines import GlobalEmbedding
+from scan_keras.models import SCAN
 from scan_keras.retrieval import TwoStageSearch, two_stage_metrics
 from scan_keras.search import Collection
 from scan_keras.training import BEST_MODEL, train

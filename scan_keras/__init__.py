@@ -3,8 +3,8 @@
 # Importing the package registers every serialisable class (layers, loss,
 # model, optimizer), so `keras.saving.load_model` finds them after
 # `import scan_keras`.
-from scan_keras import data, layers, losses, models, optimizers
+from scan_keras import baselines, data, layers, losses, models, optimizers
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "layers", "losses", "models", "optimizers", "__version__"]
+__all__ = ["baselines", "data", "layers", "losses", "models", "optimizers", "__version__"]

@@ -11,14 +11,20 @@ and the grounding accuracy of its words' attention.
 | the softmax temperature lambda_1 | `t2i_lambda1_*` | Tables 1-2 (9 for t-i, 4 for i-t) |
 | normalising the raw similarities | `t2i_<norm>` | section 3.2 "Text-Image Stacked Cross Attention"; reference code options |
 | hardest or summed negatives | `t2i_sum_negatives` | Table 4 |
-| pooling by max instead of AVG | `t2i_max_pool` | Table 4 |
+| pooling by max or sum instead of AVG | `t2i_max_pool`, `t2i_sum_pool` | Table 4 |
+| normalising the image vectors | `t2i_no_imgnorm` | Table 4 |
+| a bidirectional or one-directional GRU | `t2i_one_way_gru` | Table 4 |
 | the t-i + i-t ensemble | `ensemble_t2i_avg+i2t_avg` | Tables 1-2 |
-| attention or a global embedding | `global` | Table 3 (its global model is VSE++) |
+| attention, Sum-Max or a global embedding | `t2i_sum_max`, `global` | Table 3 (its global model is VSE++) |
 
 The tables are those of the paper's section 4 "Experiments".
 
 `run_ablations` is what notebook 05 runs at a reduced size and what
-`scripts/run_ablations.py` runs at full size for the committed table.
+`scripts/run_ablations.py` runs at full size, once per training seed, for
+the committed table. On the built-in world a run either leaves the
+collapsed start (every score alike, rsum at chance) or stays there,
+depending on the seed; `summarise` counts the runs that escaped
+(`ESCAPED_RSUM`) and gives the mean and spread of those.
 """
 
 import csv
@@ -31,7 +37,9 @@ import numpy as np
 
 from scan_keras.data import load_grounding, load_split
 from scan_keras.evaluation import evaluate, grounding_accuracy
-from scan_keras.models import SCAN, GlobalEmbedding
+from scan_keras.atomic import atomic_path
+from scan_keras.baselines import GlobalEmbedding, SumMax
+from scan_keras.models import SCAN
 from scan_keras.training import BEST_MODEL, train
 
 
@@ -44,7 +52,8 @@ class Variant:
         question: the group it answers, for tables and plots.
         changes: fields of `scan_keras.presets.Preset` that differ from
             the base recipe (for example `{"cross_attn": "i2t"}`).
-        model_class: `SCAN`, or `GlobalEmbedding` for the baseline.
+        model_class: `SCAN`, or a model without attention
+            (`scan_keras.baselines`).
         ensemble: names of trained variants whose similarity matrices are
             averaged instead of training a model (the paper's t-i + i-t).
     """
@@ -72,13 +81,23 @@ VARIANTS = (
     Variant("t2i_no_norm", "normalisation", {"raw_feature_norm": "no_norm"}),
     Variant("t2i_sum_negatives", "negatives", {"max_violation": False}),
     Variant("t2i_max_pool", "formulation and pooling", {"agg_func": "max"}),
+    Variant("t2i_sum_pool", "formulation and pooling", {"agg_func": "sum"}),
+    Variant("t2i_no_imgnorm", "encoders", {"no_imgnorm": True}),
+    Variant("t2i_one_way_gru", "encoders", {"bidirectional": False}),
     Variant("ensemble_t2i_avg+i2t_avg", "ensemble", ensemble=("t2i_avg", "i2t_avg")),
-    Variant("global", "global embedding", model_class=GlobalEmbedding),
+    Variant("t2i_sum_max", "without attention", model_class=SumMax),
+    Variant("global", "without attention", model_class=GlobalEmbedding),
 )
+
+# A run escaped the collapsed start when its test rsum is above this: chance
+# is 15.9 for the world's 200 test images (`scan_keras.chance`), a run that
+# learned anything scores well above 100.
+ESCAPED_RSUM = 100.0
 
 COLUMNS = (
     "variant",
     "question",
+    "seed",
     "i2t_r1",
     "i2t_r5",
     "i2t_r10",
@@ -173,6 +192,7 @@ def run_ablations(
         row.update(
             variant=variant.name,
             question=variant.question,
+            seed=seed,
             grounding_accuracy=grounding["accuracy"],
             attention_mass=grounding["attention_mass"],
             seconds=time.perf_counter() - started,
@@ -188,14 +208,18 @@ def run_ablations(
 
 
 def write_table(rows, path):
-    """Writes `run_ablations` rows as CSV (values rounded to 0.1)."""
-    with open(path, "w", newline="") as f:
+    """Writes `run_ablations` rows as CSV (values rounded to 0.1), under a
+    temporary name renamed when complete."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow(
                 {
-                    key: (f"{value:.1f}" if isinstance(value, float) else value)
+                    key: (
+                        int(value) if key == "seed"
+                        else f"{value:.1f}" if isinstance(value, float) else value
+                    )
                     for key, value in row.items()
                 }
             )
@@ -207,17 +231,85 @@ def read_table(path):
         raise FileNotFoundError(f"No ablation table at {path}.")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows or set(rows[0]) != set(COLUMNS):
+    # Tables of one seed made before the seed column read as seed 0.
+    if not rows or set(rows[0]) not in (set(COLUMNS), set(COLUMNS) - {"seed"}):
         raise ValueError(
             f"{path} is not an ablation table: expected the columns {list(COLUMNS)}."
         )
-    return [
-        {
-            key: (value if key in ("variant", "question") else float(value))
-            for key, value in row.items()
+    table = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            table.append(
+                {
+                    key: (value if key in ("variant", "question") else float(value))
+                    for key, value in row.items()
+                }
+            )
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{path}, line {line}: expected numbers in every column but "
+                f"'variant' and 'question'. Received: {row}"
+            ) from None
+        table[-1].setdefault("seed", 0.0)
+    return table
+
+
+def summarise(rows, escaped_rsum=ESCAPED_RSUM):
+    """Each variant over its seeds: how many runs escaped the collapsed
+    start, and the mean and standard deviation (ddof=1) of the escaped runs.
+
+    Args:
+        rows: `run_ablations` or `read_table` rows, one per variant and seed.
+        escaped_rsum: a run escaped when its test rsum is above this.
+
+    Returns:
+        A list of dicts, one per variant in the order of `rows`: `variant`,
+        `question`, `runs`, `escaped`, and `<column>_mean`, `<column>_sd`
+        for the recalls, rsum and grounding columns (NaN where fewer than
+        one, or for the spread two, runs escaped).
+    """
+    by_variant = {}
+    for row in rows:
+        by_variant.setdefault(row["variant"], []).append(row)
+    metrics = [c for c in COLUMNS if c not in ("variant", "question", "seed", "seconds")]
+    summary = []
+    for variant, runs in by_variant.items():
+        escaped = [r for r in runs if r["rsum"] > escaped_rsum]
+        entry = {
+            "variant": variant,
+            "question": runs[0]["question"],
+            "runs": len(runs),
+            "escaped": len(escaped),
         }
-        for row in rows
+        for column in metrics:
+            values = np.array([r[column] for r in escaped], dtype=np.float64)
+            entry[f"{column}_mean"] = float(values.mean()) if len(values) else float("nan")
+            entry[f"{column}_sd"] = (
+                float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+            )
+        summary.append(entry)
+    return summary
+
+
+def format_summary(summary):
+    """`summarise`'s result as a fixed-width text table."""
+    lines = [
+        f"{'variant':<26}{'escaped':>9}{'rsum (escaped runs)':>22}{'grounding %':>16}"
     ]
+    for entry in summary:
+        rsum = _mean_sd(entry["rsum_mean"], entry["rsum_sd"])
+        grounding = _mean_sd(
+            entry["grounding_accuracy_mean"], entry["grounding_accuracy_sd"]
+        )
+        escaped = f"{entry['escaped']}/{entry['runs']}"
+        lines.append(f"{entry['variant']:<26}{escaped:>9}{rsum:>22}{grounding:>16}")
+    return "\n".join(lines)
+
+
+def _mean_sd(mean, sd):
+    if np.isnan(mean):
+        return "-"
+    return f"{mean:.1f}" if np.isnan(sd) else f"{mean:.1f} ± {sd:.1f}"
 
 
 def format_table(rows):

@@ -9,8 +9,8 @@ saved with `keras.layers.serialize`.
     regions, words  --StackedCrossAttention--> similarity matrix (B, B)
     similarity matrix --ContrastiveLoss (diagonal = positives)--> loss
 
-The global-embedding baseline is the same model with `GlobalSimilarity` in
-place of the attention (`GlobalEmbedding`). Training goes through
+The models without attention of the paper's Table 3 are the same model
+with another similarity layer (`scan_keras.baselines`). Training goes through
 `compile()` / `fit()`: the model overrides only `compute_loss`, so Keras'
 own train step runs on every backend, with `jit_compile`, callbacks and
 `keras.distribution` untouched. Under `DataParallel` the batch is split
@@ -35,7 +35,7 @@ from scan_keras.losses import ContrastiveLoss
 from scan_keras.scoring import similarity_matrix
 
 # The arguments that build the default similarity layer, StackedCrossAttention.
-_ATTENTION_ARGS = (
+ATTENTION_ARGS = (
     *MATH_OPTIONS, "product_dtype", "implementation", "torch_compile", "kernel",
 )
 
@@ -261,7 +261,7 @@ class SCAN(keras.Model):
         config = dict(preset.model_config(), name=f"scan_{preset.name}", preset=preset.name)
         if "similarity" in overrides:
             # Another similarity layer: the attention's options do not apply.
-            for key in _ATTENTION_ARGS:
+            for key in ATTENTION_ARGS:
                 config.pop(key, None)
         config.update(overrides)
         return cls(vocab_size=vocab_size, vocabulary=vocabulary, **config)
@@ -381,69 +381,3 @@ def _from_flat_config(config):
     if prefix in ("scan", "global") and rest in PRESETS:
         config.setdefault("preset", rest)
     return config
-
-
-@keras.saving.register_keras_serializable(package="scan_keras")
-class GlobalEmbedding(SCAN):
-    """The global-embedding baseline: SCAN's encoders without the attention.
-
-    `SCAN` with `similarity=GlobalSimilarity()`: an image is the mean of
-    its region vectors, a caption the mean of its word vectors, and a pair
-    is scored by their cosine, on the same encoders, loss and training.
-    Everything else works as for `SCAN`; the difference in recall between
-    the two is what attending word by word buys.
-
-    Args:
-        vocab_size: as for `SCAN`.
-        vocabulary: as for `SCAN`.
-        similarity: the similarity layer, `GlobalSimilarity()` by default.
-        **kwargs: the other arguments of `SCAN`, without the attention's
-            (`cross_attn`, the lambdas, ...), which it has none of.
-
-    Call arguments:
-        inputs: as for `SCAN`.
-
-    Returns:
-        The similarity matrix `(B_images, B_captions)`.
-
-    Example:
-
-    ```python
-    import numpy as np
-    from scan_keras.models import GlobalEmbedding
-
-    model = GlobalEmbedding(vocab_size=20, img_dim=16, embed_size=32, word_dim=8)
-    model.compile(optimizer="adam")
-    batch = {
-        "features": np.random.rand(8, 5, 16).astype("float32"),
-        "token_ids": np.random.randint(1, 20, size=(8, 7)),
-    }
-    model.fit(batch, epochs=1, verbose=0)
-    model.similarity(batch["features"], batch["token_ids"]).shape  # (8, 8)
-    ```
-    """
-
-    def __init__(self, vocab_size=None, vocabulary=None, *, similarity=None, **kwargs):
-        attention_options = sorted(set(kwargs) & set(_ATTENTION_ARGS))
-        if attention_options:
-            raise ValueError(
-                "GlobalEmbedding has no attention: it takes none of "
-                f"{attention_options}. Use SCAN for them."
-            )
-        if similarity is None:
-            similarity = GlobalSimilarity(dtype=kwargs.get("dtype"), name="pooling")
-        super().__init__(vocab_size, vocabulary, similarity=similarity, **kwargs)
-
-    @classmethod
-    def from_preset(cls, preset, vocabulary=None, vocab_size=None, **overrides):
-        """The baseline with the encoders and recipe of one of the paper's
-        variants (see `SCAN.from_preset`)."""
-        from scan_keras.presets import get_preset
-
-        if isinstance(preset, str):
-            preset = get_preset(preset)
-        overrides.setdefault("name", f"global_{preset.name}")
-        overrides.setdefault(
-            "similarity", GlobalSimilarity(dtype=overrides.get("dtype"), name="pooling")
-        )
-        return super().from_preset(preset, vocabulary, vocab_size, **overrides)

@@ -70,6 +70,7 @@ class Architecture:
     img_dim: int = 2048
     num_layers: int = 1
     bidirectional: bool = True
+    no_imgnorm: bool = False
     margin: float = 0.2
     max_violation: bool = True
 

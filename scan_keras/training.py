@@ -179,7 +179,7 @@ def train(
         workers: threads preparing batches ahead of the train step.
         model_class: the model trained, `SCAN` or a subclass with the same
             constructor and `from_preset`, such as the baseline
-            `scan_keras.models.GlobalEmbedding`.
+            `scan_keras.baselines.GlobalEmbedding`.
         optimizer: the optimizer's name, see `compile_scan`.
         tokenizer: the tokenizer of a vocabulary built for the run (see
             `load_vocabulary`); a resumed run keeps its own.

@@ -2,6 +2,8 @@
 
 import dataclasses
 import math
+import os
+import statistics
 
 import keras
 import numpy as np
@@ -10,10 +12,12 @@ import pytest
 from scan_keras.ablations import (
     COLUMNS,
     VARIANTS,
+    format_summary,
     format_table,
     get_variants,
     read_table,
     run_ablations,
+    summarise,
     write_table,
 )
 from scan_keras.data import load_split, write_world
@@ -91,3 +95,73 @@ def test_a_small_run_scores_each_variant_and_the_ensemble(tmp_path):
     np.testing.assert_allclose(
         by_name["ensemble_t2i_avg+i2t_avg"]["rsum"], expected["rsum"], atol=1e-6
     )
+
+
+def test_summary_counts_escaped_seeds_and_spreads_only_those():
+    def row(variant, seed, rsum, grounding):
+        return dict(
+            {key: 0.0 for key in COLUMNS},
+            variant=variant, question="q", seed=seed, rsum=rsum,
+            grounding_accuracy=grounding,
+        )
+
+    rows = [row("a", 0, 480.0, 90.0), row("a", 1, 20.0, 30.0), row("a", 2, 470.0, 96.0),
+            row("b", 0, 18.0, 10.0), row("c", 0, 300.0, 50.0)]
+    a, b, c = summarise(rows)
+    assert (a["runs"], a["escaped"]) == (3, 2)
+    assert a["rsum_mean"] == pytest.approx(statistics.mean([480.0, 470.0]))
+    assert a["rsum_sd"] == pytest.approx(statistics.stdev([480.0, 470.0]))
+    assert a["grounding_accuracy_mean"] == pytest.approx(93.0)
+    assert (b["escaped"], math.isnan(b["rsum_mean"])) == (0, True)
+    assert (c["rsum_mean"], math.isnan(c["rsum_sd"])) == (300.0, True)
+    lines = format_summary([a, b, c]).splitlines()
+    assert lines[1].split()[1:5] == ["2/3", "475.0", "±", "7.1"]
+    assert lines[2].split()[1:] == ["0/1", "-", "-"]
+
+
+def test_tables_without_a_seed_column_and_malformed_lines(tmp_path):
+    old = tmp_path / "old.csv"
+    columns = [c for c in COLUMNS if c != "seed"]
+    old.write_text(",".join(columns) + "\n" + ",".join(
+        ["t2i_avg", "q"] + ["1.0"] * (len(columns) - 2)) + "\n")
+    (back,) = read_table(old)
+    assert back["seed"] == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text(old.read_text().replace("1.0", "many", 1))
+    with pytest.raises(ValueError, match=r"bad.csv, line 2: expected numbers"):
+        read_table(bad)
+
+
+def test_the_script_skips_seeds_already_in_its_table(tmp_path, capsys):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "run_ablations.py")
+    spec = importlib.util.spec_from_file_location("run_ablations_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    rows = [dict({key: 1.0 for key in COLUMNS}, variant=v.name, question=v.question, seed=3)
+            for v in VARIANTS]
+    write_table(rows, tmp_path / script.TABLE)
+    script.main(["--out", str(tmp_path), "--seeds", "3"])
+    out = capsys.readouterr().out
+    assert "seeds to run: none" in out
+    assert not (tmp_path / script.RECORD).exists()
+
+
+def test_the_variants_without_attention_and_with_changed_encoders_train(tmp_path):
+    from scan_keras.baselines import SumMax
+
+    data_dir = tmp_path / "world"
+    write_world(data_dir, sizes={"train": 40, "dev": 10, "test": 10}, seed=2)
+    base = dataclasses.replace(DEMO_PRESET, embed_size=16, word_dim=8, batch_size=20)
+    names = ["t2i_sum_max", "t2i_no_imgnorm", "t2i_one_way_gru", "t2i_sum_pool"]
+    rows = run_ablations(data_dir, tmp_path / "runs", base, variants=names, epochs=1,
+                         seed=4, log=None)
+    assert sorted(r["variant"] for r in rows) == sorted(names)
+    assert {r["seed"] for r in rows} == {4}
+    load = lambda name: keras.saving.load_model(tmp_path / "runs" / name / "model_best.keras")
+    assert type(load("t2i_sum_max")) is SumMax
+    assert load("t2i_no_imgnorm").image_encoder.no_imgnorm
+    assert not load("t2i_one_way_gru").caption_encoder.bidirectional
+    assert load("t2i_sum_pool").attention.agg_func == "sum"

@@ -22,7 +22,8 @@ from scan_keras.explorer import (
     write_explorer,
 )
 from scan_keras.layers import StackedCrossAttention
-from scan_keras.models import SCAN, GlobalEmbedding
+from scan_keras.baselines import GlobalEmbedding
+from scan_keras.models import SCAN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS_PAGE = os.path.join(ROOT, "docs", "explorer", "explorer.html")

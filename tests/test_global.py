@@ -14,7 +14,8 @@ from helpers import (
     reference_caption_encoder,
 )
 from scan_keras.layers import GlobalSimilarity
-from scan_keras.models import SCAN, GlobalEmbedding
+from scan_keras.baselines import GlobalEmbedding
+from scan_keras.models import SCAN
 from scan_keras.presets import get_preset
 
 from test_models import (

@@ -12,7 +12,8 @@ from scan_keras.evaluation import (
     grounding_scores,
     word_region_attention,
 )
-from scan_keras.models import SCAN, GlobalEmbedding
+from scan_keras.baselines import GlobalEmbedding
+from scan_keras.models import SCAN
 
 from test_models import IMG_DIM, N_REGIONS, TOKENS
 

@@ -18,7 +18,8 @@ from helpers import model_for_folder
 from scan_keras.cli import main
 from scan_keras.data import Vocabulary, load_split, write_toy_precomp
 from scan_keras.evaluation import evaluate, retrieval_metrics
-from scan_keras.models import SCAN, GlobalEmbedding
+from scan_keras.baselines import GlobalEmbedding
+from scan_keras.models import SCAN
 from scan_keras.retrieval import (
     DualEncoder,
     EncodedStore,
@@ -267,6 +268,7 @@ def test_broken_folders_are_named(folder, model, index, tmp_path, monkeypatch):
         TwoStageSearch.load(index.folder, model)
 
 
+@pytest.mark.once  # the command line's plumbing
 def test_the_commands_end_to_end(tmp_path, capsys):
     from scan_keras.data import write_world
 

@@ -19,6 +19,7 @@ from scan_keras.layers import (
     GlobalSimilarity,
     RegionEncoder,
     StackedCrossAttention,
+    SumMaxSimilarity,
 )
 from scan_keras.layers.validation import is_concrete
 
@@ -177,6 +178,27 @@ def test_global_similarity(rng, masks):
         supports_masking=True,
     )
     assert np.all(np.abs(report.outputs) <= 1.0 + 1e-6)  # cosines
+
+
+@pytest.mark.parametrize("cross_attn", ["t2i", "i2t"])
+def test_sum_max_similarity(rng, cross_attn):
+    inputs = pair_inputs(rng, images_mask=True)
+    report = run_layer_test(
+        SumMaxSimilarity,
+        {"cross_attn": cross_attn},
+        inputs,
+        expected_output_shape=(N_IMAGES, N_CAPTIONS),
+        num_trainable_weights=0,
+        num_non_trainable_weights=0,
+        supports_masking=True,
+    )
+    # A sum of cosines over the real words (t2i) or regions (i2t).
+    counts = (
+        inputs["captions_mask"].sum(axis=1)[None, :]
+        if cross_attn == "t2i"
+        else inputs["images_mask"].sum(axis=1)[:, None]
+    )
+    assert np.all(np.abs(report.outputs) <= counts + 1e-5)
 
 
 @pytest.mark.slow

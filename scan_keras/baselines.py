@@ -1,0 +1,157 @@
+"""The paper's models without attention (its Table 3, "Effect of the attention").
+
+Each is `SCAN` (the same encoders, loss and training) with another
+similarity layer in place of Stacked Cross Attention, so that a difference
+in recall between one of them and SCAN is what the attention buys:
+
+- `GlobalEmbedding`: the cosine of mean-pooled regions and mean-pooled
+  words (`GlobalSimilarity`); every word and region is merged before any
+  comparison.
+- `SumMax`: every word takes its most similar region (or every region its
+  most similar word) and the cosines are summed (`SumMaxSimilarity`).
+"""
+
+import keras
+
+from scan_keras.layers import GlobalSimilarity, SumMaxSimilarity
+from scan_keras.models import ATTENTION_ARGS, SCAN
+
+
+def _refuse_attention_options(model_name, kwargs):
+    options = sorted(set(kwargs) & set(ATTENTION_ARGS))
+    if options:
+        raise ValueError(
+            f"{model_name} has no attention: it takes none of {options}. "
+            "Use SCAN for them."
+        )
+
+
+@keras.saving.register_keras_serializable(package="scan_keras")
+class GlobalEmbedding(SCAN):
+    """The global-embedding baseline: SCAN's encoders without the attention.
+
+    `SCAN` with `similarity=GlobalSimilarity()`: an image is the mean of
+    its region vectors, a caption the mean of its word vectors, and a pair
+    is scored by their cosine, on the same encoders, loss and training.
+    Everything else works as for `SCAN`; the difference in recall between
+    the two is what attending word by word buys.
+
+    Args:
+        vocab_size: as for `SCAN`.
+        vocabulary: as for `SCAN`.
+        similarity: the similarity layer, `GlobalSimilarity()` by default.
+        **kwargs: the other arguments of `SCAN`, without the attention's
+            (`cross_attn`, the lambdas, ...), which it has none of.
+
+    Call arguments:
+        inputs: as for `SCAN`.
+
+    Returns:
+        The similarity matrix `(B_images, B_captions)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from scan_keras.baselines import GlobalEmbedding
+
+    model = GlobalEmbedding(vocab_size=20, img_dim=16, embed_size=32, word_dim=8)
+    model.compile(optimizer="adam")
+    batch = {
+        "features": np.random.rand(8, 5, 16).astype("float32"),
+        "token_ids": np.random.randint(1, 20, size=(8, 7)),
+    }
+    model.fit(batch, epochs=1, verbose=0)
+    model.similarity(batch["features"], batch["token_ids"]).shape  # (8, 8)
+    ```
+    """
+
+    def __init__(self, vocab_size=None, vocabulary=None, *, similarity=None, **kwargs):
+        _refuse_attention_options("GlobalEmbedding", kwargs)
+        if similarity is None:
+            similarity = GlobalSimilarity(dtype=kwargs.get("dtype"), name="pooling")
+        super().__init__(vocab_size, vocabulary, similarity=similarity, **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset, vocabulary=None, vocab_size=None, **overrides):
+        """The baseline with the encoders and recipe of one of the paper's
+        variants (see `SCAN.from_preset`)."""
+        from scan_keras.presets import get_preset
+
+        if isinstance(preset, str):
+            preset = get_preset(preset)
+        overrides.setdefault("name", f"global_{preset.name}")
+        overrides.setdefault(
+            "similarity", GlobalSimilarity(dtype=overrides.get("dtype"), name="pooling")
+        )
+        return super().from_preset(preset, vocabulary, vocab_size, **overrides)
+
+
+@keras.saving.register_keras_serializable(package="scan_keras")
+class SumMax(SCAN):
+    """The Sum-Max baseline: each word's best region, summed.
+
+    `SCAN` with `similarity=SumMaxSimilarity(cross_attn)`: in the
+    text-to-image direction a pair scores the sum over its words of the
+    cosine of each word's most similar region; in the image-to-text
+    direction, the sum over regions of each region's best word. The same
+    encoders, loss and training as `SCAN`.
+
+    Args:
+        vocab_size: as for `SCAN`.
+        vocabulary: as for `SCAN`.
+        cross_attn: `"t2i"` (over words) or `"i2t"` (over regions).
+        similarity: the similarity layer, `SumMaxSimilarity(cross_attn)`
+            by default.
+        **kwargs: the other arguments of `SCAN`, without the attention's
+            (the lambdas, `agg_func`, ...), which it has none of.
+
+    Call arguments:
+        inputs: as for `SCAN`.
+
+    Returns:
+        The similarity matrix `(B_images, B_captions)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from scan_keras.baselines import SumMax
+
+    model = SumMax(vocab_size=20, img_dim=16, embed_size=32, word_dim=8)
+    model.compile(optimizer="adam")
+    batch = {
+        "features": np.random.rand(8, 5, 16).astype("float32"),
+        "token_ids": np.random.randint(1, 20, size=(8, 7)),
+    }
+    model.fit(batch, epochs=1, verbose=0)
+    model.similarity(batch["features"], batch["token_ids"]).shape  # (8, 8)
+    ```
+    """
+
+    def __init__(
+        self, vocab_size=None, vocabulary=None, *, cross_attn="t2i", similarity=None, **kwargs
+    ):
+        _refuse_attention_options("SumMax", kwargs)
+        if similarity is None:
+            similarity = SumMaxSimilarity(
+                cross_attn, dtype=kwargs.get("dtype"), name="sum_max"
+            )
+        super().__init__(vocab_size, vocabulary, similarity=similarity, **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset, vocabulary=None, vocab_size=None, **overrides):
+        """The baseline with the encoders, direction (`cross_attn`) and
+        recipe of one of the paper's variants (see `SCAN.from_preset`)."""
+        from scan_keras.presets import get_preset
+
+        if isinstance(preset, str):
+            preset = get_preset(preset)
+        overrides.setdefault("name", f"sum_max_{preset.name}")
+        overrides.setdefault(
+            "similarity",
+            SumMaxSimilarity(
+                preset.cross_attn, dtype=overrides.get("dtype"), name="sum_max"
+            ),
+        )
+        return super().from_preset(preset, vocabulary, vocab_size, **overrides)
