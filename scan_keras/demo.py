@@ -24,7 +24,7 @@ import time
 import keras
 import numpy as np
 
-from scan_keras.atomic import write_json
+from scan_keras.atomic import read_json, write_json
 from scan_keras.chance import chance_metrics
 from scan_keras.checks import check_positive_int
 from scan_keras.data import load_split
@@ -91,22 +91,51 @@ def _example(groundings):
     return 0
 
 
-def format_results(results):
-    """The side-by-side table of `run_demo`'s results, as text."""
+# The demo's table over training seeds (scripts/demo_table.py writes it):
+# one run's figures are one draw, printed beside the range of the others.
+RANGES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_ranges.json")
+_ROWS = (
+    ("R@1 image -> text", "i2t_r1"),
+    ("R@5 image -> text", "i2t_r5"),
+    ("R@1 text -> image", "t2i_r1"),
+    ("R@5 text -> image", "t2i_r5"),
+    ("rsum (of 600)", "rsum"),
+    ("grounding accuracy %", "grounding_accuracy"),
+    ("attention on the named region %", "attention_mass"),
+)
+
+
+def load_ranges(path=RANGES_FILE):
+    """The demo's stored figures over seeds (None if the file is absent)."""
+    if not os.path.exists(path):
+        return None
+    return read_json(path, "the demo's figures over seeds")
+
+
+def format_results(results, ranges=None):
+    """The side-by-side table of `run_demo`'s results, as text.
+
+    Args:
+        results: `run_demo`'s result.
+        ranges: `load_ranges()`, to print each figure's range over seeds
+            beside it (for runs at the default size and epochs).
+    """
     names = list(results["models"])
-    rows = [
-        ("R@1 image -> text", "i2t_r1"),
-        ("R@5 image -> text", "i2t_r5"),
-        ("R@1 text -> image", "t2i_r1"),
-        ("R@5 text -> image", "t2i_r5"),
-        ("rsum (of 600)", "rsum"),
-        ("grounding accuracy %", "grounding_accuracy"),
-        ("attention on the named region %", "attention_mass"),
-    ]
+
+    def cell(name, key):
+        text = f"{results['models'][name][key]:.1f}"
+        if ranges is not None and name in ranges["models"]:
+            low, high = (ranges["models"][name][key][k] for k in ("min", "max"))
+            text += f" [{low:.1f}-{high:.1f}]"
+        return text
+
     width = max(len(n) for n in names + ["chance"]) + 2
-    lines = [f"{'test split':<34}" + "".join(f"{n:>{width}}" for n in names + ["chance"])]
-    for label, key in rows:
-        cells = "".join(f"{results['models'][n][key]:>{width}.1f}" for n in names)
+    if ranges is not None:
+        width = max(width, len(cell(names[0], "rsum")) + 2)
+    title = "test split" if ranges is None else f"test split [range, {len(ranges['seeds'])} seeds]"
+    lines = [f"{title:<34}" + "".join(f"{n:>{width}}" for n in names + ["chance"])]
+    for label, key in _ROWS:
+        cells = "".join(f"{cell(n, key):>{width}}" for n in names)
         chance = results["chance"].get(key)
         cells += f"{chance:>{width}.1f}" if chance is not None else f"{'':>{width}}"
         lines.append(f"{label:<34}{cells}")
@@ -207,7 +236,9 @@ def run_demo(
     results["seconds"] = time.perf_counter() - started
     write_json(os.path.join(out_dir, "results.json"), results, indent=1)
     say("")
-    say(format_results(results))
+    # The stored ranges belong to the default size and epochs only.
+    default = train_images is None and epochs is None
+    say(format_results(results, load_ranges() if default else None))
     say(f"\nSCAN model: {results['model_path']}")
     for path in figures.values():
         say(f"figure: {path}")

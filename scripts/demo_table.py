@@ -10,7 +10,9 @@ after every seed under a temporary name, and the seeds already in it for
 the backend are skipped, so an interrupted run continues where it stopped. It prints, per
 model and metric, the mean ± sd and the range over the seeds:
 `docs/reproducing.md`, the README and notebook 04 quote them (and tests
-assert them against the CSV).
+assert them against the CSV). From the JAX rows it also writes
+`scan_keras/demo_ranges.json`, the ranges `scan-keras demo` prints beside
+its own run.
 """
 
 import argparse
@@ -49,6 +51,24 @@ def summarise(rows, backend="jax"):
     return out
 
 
+def ranges(rows, backend="jax"):
+    """What `scan_keras/demo_ranges.json` holds: per model and metric, the
+    mean, sd, min and max over the seeds of one backend."""
+    stats = summarise(rows, backend)
+    return {
+        "backend": backend,
+        "seeds": sorted({int(r["seed"]) for r in rows if r["backend"] == backend}),
+        "made_by": "scripts/demo_table.py",
+        "models": {
+            model: {
+                metric: dict(zip(("mean", "sd", "min", "max"), stats[model, metric][:4]))
+                for metric in METRICS
+            }
+            for model in dict.fromkeys(m for m, _ in stats)
+        },
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -57,8 +77,8 @@ def main(argv=None):
 
     import keras
 
-    from scan_keras.atomic import atomic_path
-    from scan_keras.demo import run_demo
+    from scan_keras.atomic import atomic_path, write_json
+    from scan_keras.demo import RANGES_FILE, run_demo
 
     backend = keras.backend.backend()
     rows = read_rows(args.out) if os.path.exists(args.out) else []
@@ -83,6 +103,8 @@ def main(argv=None):
             writer = csv.DictWriter(f, fieldnames=FIELDS)
             writer.writeheader()
             writer.writerows(rows)
+    if any(r["backend"] == "jax" for r in rows):
+        write_json(RANGES_FILE, ranges(rows), indent=1)
     print("\n| model | metric | mean ± sd | range | seeds |")
     print("| --- | --- | --- | --- | ---: |")
     for (model, metric), (mean, sd, low, high, n) in summarise(rows, backend).items():
