@@ -20,6 +20,15 @@ if [ "${#backend_list[@]}" -gt 1 ] && [ -z "${SCAN_KERAS_ONCE_ON:-}" ]; then
     export SCAN_KERAS_ONCE_ON=jax
 fi
 
+# Two pytest workers by default (pytest-xdist; SCAN_KERAS_TEST_WORKERS=1 for
+# one process). Each test file runs whole in one worker, so its module
+# fixtures are made once.
+workers=${SCAN_KERAS_TEST_WORKERS:-2}
+parallel=()
+if [ "$workers" -gt 1 ] && "$venv/bin/python" -c "import xdist" 2>/dev/null; then
+    parallel=(-n "$workers" --dist loadfile)
+fi
+
 status=0
 check() {
     # Exit code 5 means "no tests collected" (e.g. a -k that matches none).
@@ -32,7 +41,7 @@ for backend in $backends; do
     echo "=== KERAS_BACKEND=$backend"
     rc=0
     KERAS_BACKEND=$backend TF_CPP_MIN_LOG_LEVEL=2 \
-        "$venv/bin/python" -m pytest "$@" || rc=$?
+        "$venv/bin/python" -m pytest ${parallel[@]+"${parallel[@]}"} "$@" || rc=$?
     check "$rc"
 done
 if [[ " $backends " == *" jax "* ]] && [ "${SCAN_KERAS_NOTEBOOKS:-1}" != 0 ]; then
@@ -40,7 +49,7 @@ if [[ " $backends " == *" jax "* ]] && [ "${SCAN_KERAS_NOTEBOOKS:-1}" != 0 ]; th
     rc=0
     KERAS_BACKEND=jax "$venv/bin/python" -m pytest --nbval --nbval-current-env \
         --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider \
-        notebooks "$@" || rc=$?
+        ${parallel[@]+"${parallel[@]}"} notebooks "$@" || rc=$?
     check "$rc"
 fi
 exit "$status"
