@@ -118,14 +118,11 @@ class SumMax(SCAN):
     import numpy as np
     from scan_keras.baselines import SumMax
 
-    model = SumMax(vocab_size=20, img_dim=16, embed_size=32, word_dim=8)
-    model.compile(optimizer="adam")
-    batch = {
-        "features": np.random.rand(8, 5, 16).astype("float32"),
-        "token_ids": np.random.randint(1, 20, size=(8, 7)),
-    }
-    model.fit(batch, epochs=1, verbose=0)
-    model.similarity(batch["features"], batch["token_ids"]).shape  # (8, 8)
+    # Each region keeps its best word (the image-text direction).
+    model = SumMax.from_preset("f30k_i2t_avg", vocab_size=20, img_dim=16, embed_size=32)
+    features = np.random.rand(3, 5, 16).astype("float32")
+    token_ids = np.array([[4, 7, 2, 0], [5, 5, 9, 3], [8, 2, 0, 0]])
+    model.similarity(features, token_ids).shape  # (3, 3)
     ```
     """
 

@@ -6,6 +6,7 @@ import re
 import keras
 import pytest
 
+import scan_keras.baselines
 import scan_keras.data
 import scan_keras.evaluation
 import scan_keras.layers
@@ -27,6 +28,10 @@ PUBLIC = [
     scan_keras.data.PairBatches,
     scan_keras.data.write_toy_precomp,
     scan_keras.models.SCAN,
+    scan_keras.layers.GlobalSimilarity,
+    scan_keras.layers.SumMaxSimilarity,
+    scan_keras.baselines.GlobalEmbedding,
+    scan_keras.baselines.SumMax,
 ]
 
 

@@ -36,7 +36,7 @@ from scan_keras.layers.options import (
 )
 from scan_keras.layers.pallas import tiles
 from scan_keras.layers.planning import default_budget, map_rows, plan_tiles
-from scan_keras.layers.validation import check_finite, check_mask, check_pair_shapes
+from scan_keras.layers.validation import check_pair_inputs, check_pair_shapes
 
 # Compiled versions of the chunk scoring that torch keeps (`torch_compile`):
 # every layer shares the scoring code, so torch's default of 8 would be
@@ -249,14 +249,10 @@ class StackedCrossAttention(keras.layers.Layer):
         captions_mask=None,
         return_attention_scores=False,
     ):
-        check_pair_shapes(images.shape, captions.shape)
-        check_finite(images, "images")
-        check_finite(captions, "captions")
+        check_pair_inputs(images, captions, images_mask, captions_mask)
         if images_mask is not None:
-            check_mask(images_mask, images.shape, "images_mask")
             images_mask = ops.cast(images_mask, "bool")
         if captions_mask is not None:
-            check_mask(captions_mask, captions.shape, "captions_mask")
             captions_mask = ops.cast(captions_mask, "bool")
 
         def compute(images, captions, images_mask, captions_mask):

@@ -14,9 +14,7 @@ comparison, so no word can single out a region.
 import keras
 from keras import ops
 
-from scan_keras.checks import check_positive_number
-from scan_keras.layers.norms import safe_norm
-from scan_keras.layers.validation import check_finite, check_mask, check_pair_shapes
+from scan_keras.layers.pair_similarity import PairSimilarity
 
 
 def _masked_mean(x, mask):
@@ -29,7 +27,7 @@ def _masked_mean(x, mask):
 
 
 @keras.saving.register_keras_serializable(package="scan_keras")
-class GlobalSimilarity(keras.layers.Layer):
+class GlobalSimilarity(PairSimilarity):
     """Cosine similarity of mean-pooled regions and mean-pooled words.
 
     The global-embedding baseline that SCAN is compared with: each
@@ -68,46 +66,7 @@ class GlobalSimilarity(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, eps=1e-8, **kwargs):
-        check_positive_number("eps", eps)
-        super().__init__(**kwargs)
-        self.eps = float(eps)
-        self.supports_masking = True
-
-    def build(self, images_shape, captions_shape):
-        check_pair_shapes(images_shape, captions_shape)
-        self.built = True
-
-    def call(self, images, captions, images_mask=None, captions_mask=None):
-        check_pair_shapes(images.shape, captions.shape)
-        check_finite(images, "images")
-        check_finite(captions, "captions")
-        if images_mask is not None:
-            check_mask(images_mask, images.shape, "images_mask")
-        if captions_mask is not None:
-            check_mask(captions_mask, captions.shape, "captions_mask")
-        image = _masked_mean(images, images_mask)
-        caption = _masked_mean(captions, captions_mask)
-        image = image / ops.maximum(safe_norm(image, -1, keepdims=True), self.eps)
-        caption = caption / ops.maximum(
-            safe_norm(caption, -1, keepdims=True), self.eps
-        )
+    def score(self, images, captions, images_mask, captions_mask):
+        image = self.unit(_masked_mean(images, images_mask))
+        caption = self.unit(_masked_mean(captions, captions_mask))
         return ops.matmul(image, ops.transpose(caption))
-
-    def compute_mask(self, inputs, previous_mask=None):
-        return None
-
-    def compute_output_shape(self, images_shape, captions_shape):
-        return (images_shape[0], captions_shape[0])
-
-    def compute_output_spec(
-        self, images, captions, images_mask=None, captions_mask=None
-    ):
-        return keras.KerasTensor(
-            (images.shape[0], captions.shape[0]), dtype=self.compute_dtype
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config["eps"] = self.eps
-        return config

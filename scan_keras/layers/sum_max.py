@@ -17,14 +17,13 @@ the same late interaction that ColBERT calls MaxSim.
 import keras
 from keras import ops
 
-from scan_keras.checks import check_choice, check_positive_number
-from scan_keras.layers.norms import safe_norm
+from scan_keras.checks import check_choice
 from scan_keras.layers.options import CROSS_ATTNS
-from scan_keras.layers.validation import check_finite, check_mask, check_pair_shapes
+from scan_keras.layers.pair_similarity import PairSimilarity
 
 
 @keras.saving.register_keras_serializable(package="scan_keras")
-class SumMaxSimilarity(keras.layers.Layer):
+class SumMaxSimilarity(PairSimilarity):
     """Sum over words (or regions) of the best cosine on the other side.
 
     The paper's Sum-Max baseline. It takes the same inputs as
@@ -67,71 +66,32 @@ class SumMaxSimilarity(keras.layers.Layer):
 
     def __init__(self, cross_attn="t2i", eps=1e-8, **kwargs):
         check_choice("cross_attn", cross_attn, CROSS_ATTNS)
-        check_positive_number("eps", eps)
-        super().__init__(**kwargs)
+        super().__init__(eps=eps, **kwargs)
         self.cross_attn = cross_attn
-        self.eps = float(eps)
-        self.supports_masking = True
 
-    def build(self, images_shape, captions_shape):
-        check_pair_shapes(images_shape, captions_shape)
-        self.built = True
-
-    def _unit(self, x):
-        return x / ops.maximum(safe_norm(x, -1, keepdims=True), self.eps)
-
-    def call(self, images, captions, images_mask=None, captions_mask=None):
-        check_pair_shapes(images.shape, captions.shape)
-        check_finite(images, "images")
-        check_finite(captions, "captions")
-        if images_mask is not None:
-            check_mask(images_mask, images.shape, "images_mask")
-        if captions_mask is not None:
-            check_mask(captions_mask, captions.shape, "captions_mask")
+    def score(self, images, captions, images_mask, captions_mask):
         n_images, n_regions = ops.shape(images)[0], ops.shape(images)[1]
         n_captions, n_words = ops.shape(captions)[0], ops.shape(captions)[1]
         # One product of all regions with all words: (I R, C W).
         cosines = ops.matmul(
-            ops.reshape(self._unit(images), (-1, ops.shape(images)[-1])),
-            ops.transpose(ops.reshape(self._unit(captions), (-1, ops.shape(captions)[-1]))),
+            ops.reshape(self.unit(images), (-1, ops.shape(images)[-1])),
+            ops.transpose(ops.reshape(self.unit(captions), (-1, ops.shape(captions)[-1]))),
         )
         cosines = ops.reshape(cosines, (n_images, n_regions, n_captions, n_words))
         # The side that is maximised over loses its padding to a value below
         # any cosine; the side that is summed over loses it to zero.
-        best_over, summed = (
-            (images_mask, captions_mask)
-            if self.cross_attn == "t2i"
-            else (captions_mask, images_mask)
-        )
+        t2i = self.cross_attn == "t2i"
+        best_over, summed = (images_mask, captions_mask) if t2i else (captions_mask, images_mask)
         if best_over is not None:
-            keep = (
-                best_over[:, :, None, None]
-                if self.cross_attn == "t2i"
-                else best_over[None, None, :, :]
-            )
+            keep = best_over[:, :, None, None] if t2i else best_over[None, None, :, :]
             cosines = ops.where(keep, cosines, ops.cast(-2.0, cosines.dtype))
-        axis = 1 if self.cross_attn == "t2i" else 3
-        best = ops.max(cosines, axis=axis)  # t2i: (I, C, W); i2t: (I, R, C)
+        best = ops.max(cosines, axis=1 if t2i else 3)  # t2i: (I, C, W); i2t: (I, R, C)
         if summed is not None:
             weights = ops.cast(summed, best.dtype)
-            weights = weights[None, :, :] if self.cross_attn == "t2i" else weights[:, :, None]
-            best = best * weights
-        return ops.sum(best, axis=2 if self.cross_attn == "t2i" else 1)
-
-    def compute_mask(self, inputs, previous_mask=None):
-        return None
-
-    def compute_output_shape(self, images_shape, captions_shape):
-        return (images_shape[0], captions_shape[0])
-
-    def compute_output_spec(
-        self, images, captions, images_mask=None, captions_mask=None
-    ):
-        return keras.KerasTensor(
-            (images.shape[0], captions.shape[0]), dtype=self.compute_dtype
-        )
+            best = best * (weights[None, :, :] if t2i else weights[:, :, None])
+        return ops.sum(best, axis=2 if t2i else 1)
 
     def get_config(self):
         config = super().get_config()
-        config.update(cross_attn=self.cross_attn, eps=self.eps)
+        config["cross_attn"] = self.cross_attn
         return config

@@ -91,3 +91,15 @@ def check_pair_shapes(images_shape, captions_shape):
             f"Received: images.shape={tuple(images_shape)}, "
             f"captions.shape={tuple(captions_shape)}"
         )
+
+
+def check_pair_inputs(images, captions, images_mask=None, captions_mask=None):
+    """Everything a pairwise layer checks when called: the shapes, finite
+    values, and each mask against its input."""
+    check_pair_shapes(images.shape, captions.shape)
+    check_finite(images, "images")
+    check_finite(captions, "captions")
+    if images_mask is not None:
+        check_mask(images_mask, images.shape, "images_mask")
+    if captions_mask is not None:
+        check_mask(captions_mask, captions.shape, "captions_mask")
