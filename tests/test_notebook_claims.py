@@ -16,7 +16,7 @@ from scan_keras.chance import chance_metrics
 pytestmark = pytest.mark.once
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOKS = ("04_training_on_the_world.ipynb", "05_ablations.ipynb")
+NOTEBOOKS = ("04_training_on_the_world.ipynb", "05_ablations.ipynb", "07_search_at_scale.ipynb")
 RESULTS = os.path.join(ROOT, "notebooks", "results")
 
 
