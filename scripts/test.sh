@@ -8,6 +8,7 @@
 #   SCAN_KERAS_NOTEBOOKS=0 bash scripts/test.sh   # skip the notebooks
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
 bash scripts/setup.sh
 venv=${SCAN_KERAS_VENV:-.venv}
 backends=${KERAS_BACKEND:-tensorflow jax torch}
@@ -29,6 +30,10 @@ if [ "$workers" -gt 1 ] && "$venv/bin/python" -c "import xdist" 2>/dev/null; the
     parallel=(-n "$workers" --dist loadfile)
 fi
 
+# The time of each part, printed at the end.
+times=("setup $((SECONDS - started)) s")
+part_started=$SECONDS
+
 status=0
 check() {
     # Exit code 5 means "no tests collected" (e.g. a -k that matches none).
@@ -43,6 +48,8 @@ for backend in $backends; do
     KERAS_BACKEND=$backend TF_CPP_MIN_LOG_LEVEL=2 \
         "$venv/bin/python" -m pytest ${parallel[@]+"${parallel[@]}"} "$@" || rc=$?
     check "$rc"
+    times+=("$backend $((SECONDS - part_started)) s")
+    part_started=$SECONDS
 done
 if [[ " $backends " == *" jax "* ]] && [ "${SCAN_KERAS_NOTEBOOKS:-1}" != 0 ]; then
     echo "=== notebooks (KERAS_BACKEND=jax)"
@@ -51,5 +58,7 @@ if [[ " $backends " == *" jax "* ]] && [ "${SCAN_KERAS_NOTEBOOKS:-1}" != 0 ]; th
         --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider \
         ${parallel[@]+"${parallel[@]}"} notebooks "$@" || rc=$?
     check "$rc"
+    times+=("notebooks $((SECONDS - part_started)) s")
 fi
+echo "=== times: $(IFS=,; echo "${times[*]}" | sed 's/,/, /g'); in all $((SECONDS - started)) s"
 exit "$status"
