@@ -40,7 +40,7 @@ from scan_keras.evaluation import evaluate, grounding_accuracy
 from scan_keras.atomic import atomic_path
 from scan_keras.baselines import GlobalEmbedding, SumMax
 from scan_keras.models import SCAN
-from scan_keras.training import BEST_MODEL, train
+from scan_keras.training import BEST_MODEL, LAST_MODEL, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,16 +173,18 @@ def run_ablations(
                 base, name=variant.name, **variant.changes
             )
             run_dir = os.path.join(out_dir, variant.name)
-            train(
-                preset,
-                data_dir,
-                run_dir,
-                epochs=epochs,
-                seed=seed,
-                verbose=verbose,
-                model_class=variant.model_class,
-                workers=2,
-            )
+            # A finished run (kept by an interrupted table) is read, not redone.
+            if not os.path.exists(os.path.join(run_dir, LAST_MODEL)):
+                train(
+                    preset,
+                    data_dir,
+                    run_dir,
+                    epochs=epochs,
+                    seed=seed,
+                    verbose=verbose,
+                    model_class=variant.model_class,
+                    workers=2,
+                )
             # As the paper: the epoch with the best validation rsum.
             model = keras.saving.load_model(os.path.join(run_dir, BEST_MODEL))
             trained[variant.name] = model

@@ -165,3 +165,15 @@ def test_the_variants_without_attention_and_with_changed_encoders_train(tmp_path
     assert load("t2i_no_imgnorm").image_encoder.no_imgnorm
     assert not load("t2i_one_way_gru").caption_encoder.bidirectional
     assert load("t2i_sum_pool").attention.agg_func == "sum"
+
+
+def test_a_table_run_again_reads_its_finished_runs(tmp_path):
+    # An interrupted table resumes: the variants already trained are scored
+    # from their saved models, the same numbers, without training again.
+    data_dir = tmp_path / "world"
+    write_world(data_dir, sizes={"train": 40, "dev": 10, "test": 10}, seed=3)
+    base = dataclasses.replace(DEMO_PRESET, embed_size=16, word_dim=8, batch_size=20)
+    first = run_ablations(data_dir, tmp_path / "runs", base, variants=["t2i_avg"], epochs=1, log=None)
+    again = run_ablations(data_dir, tmp_path / "runs", base, variants=["t2i_avg"], epochs=1, log=None)
+    assert again[0]["rsum"] == first[0]["rsum"]
+    assert again[0]["seconds"] < first[0]["seconds"]
