@@ -89,9 +89,10 @@ VARIANTS = (
     Variant("global", "without attention", model_class=GlobalEmbedding),
 )
 
-# A run escaped the collapsed start when its test rsum is above this: chance
-# is 15.9 for the world's 200 test images (`scan_keras.chance`), a run that
-# learned anything scores well above 100.
+# A run escaped the collapsed start when its rsum (test, or validation in
+# scripts/demo_seeds.py) is above this: chance is 15.9 for the world's 200
+# test images (`scan_keras.chance`), a run that learned anything scores well
+# above 100.
 ESCAPED_RSUM = 100.0
 
 COLUMNS = (

@@ -17,17 +17,45 @@ from scan_keras.layers import GlobalSimilarity, SumMaxSimilarity
 from scan_keras.models import ATTENTION_ARGS, SCAN
 
 
-def _refuse_attention_options(model_name, kwargs):
-    options = sorted(set(kwargs) & set(ATTENTION_ARGS))
-    if options:
-        raise ValueError(
-            f"{model_name} has no attention: it takes none of {options}. "
-            "Use SCAN for them."
-        )
+class _WithoutAttention(SCAN):
+    """`SCAN` with another similarity layer: refuses the attention's
+    options, and makes its layer and name from a preset."""
+
+    NAME_PREFIX = None
+
+    @classmethod
+    def make_similarity(cls, cross_attn, dtype=None):
+        """The default similarity layer (`cross_attn` for those that use it)."""
+        raise NotImplementedError
+
+    def __init__(self, vocab_size=None, vocabulary=None, *, similarity, **kwargs):
+        options = sorted(set(kwargs) & set(ATTENTION_ARGS))
+        if options:
+            raise ValueError(
+                f"{type(self).__name__} has no attention: it takes none of "
+                f"{options}. Use SCAN for them."
+            )
+        super().__init__(vocab_size, vocabulary, similarity=similarity, **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset, vocabulary=None, vocab_size=None, **overrides):
+        """The baseline with the encoders and recipe of one of the paper's
+        variants (see `SCAN.from_preset`); `cross_attn` only chooses the
+        direction of a similarity that has one."""
+        from scan_keras.presets import get_preset
+
+        if isinstance(preset, str):
+            preset = get_preset(preset)
+        overrides.setdefault("name", f"{cls.NAME_PREFIX}_{preset.name}")
+        if "similarity" not in overrides:
+            overrides["similarity"] = cls.make_similarity(
+                preset.cross_attn, overrides.get("dtype")
+            )
+        return super().from_preset(preset, vocabulary, vocab_size, **overrides)
 
 
 @keras.saving.register_keras_serializable(package="scan_keras")
-class GlobalEmbedding(SCAN):
+class GlobalEmbedding(_WithoutAttention):
     """The global-embedding baseline: SCAN's encoders without the attention.
 
     `SCAN` with `similarity=GlobalSimilarity()`: an image is the mean of
@@ -66,29 +94,20 @@ class GlobalEmbedding(SCAN):
     ```
     """
 
-    def __init__(self, vocab_size=None, vocabulary=None, *, similarity=None, **kwargs):
-        _refuse_attention_options("GlobalEmbedding", kwargs)
-        if similarity is None:
-            similarity = GlobalSimilarity(dtype=kwargs.get("dtype"), name="pooling")
-        super().__init__(vocab_size, vocabulary, similarity=similarity, **kwargs)
+    NAME_PREFIX = "global"
 
     @classmethod
-    def from_preset(cls, preset, vocabulary=None, vocab_size=None, **overrides):
-        """The baseline with the encoders and recipe of one of the paper's
-        variants (see `SCAN.from_preset`)."""
-        from scan_keras.presets import get_preset
+    def make_similarity(cls, cross_attn=None, dtype=None):
+        return GlobalSimilarity(dtype=dtype, name="pooling")
 
-        if isinstance(preset, str):
-            preset = get_preset(preset)
-        overrides.setdefault("name", f"global_{preset.name}")
-        overrides.setdefault(
-            "similarity", GlobalSimilarity(dtype=overrides.get("dtype"), name="pooling")
-        )
-        return super().from_preset(preset, vocabulary, vocab_size, **overrides)
+    def __init__(self, vocab_size=None, vocabulary=None, *, similarity=None, **kwargs):
+        if similarity is None:
+            similarity = self.make_similarity(None, kwargs.get("dtype"))
+        super().__init__(vocab_size, vocabulary, similarity=similarity, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="scan_keras")
-class SumMax(SCAN):
+class SumMax(_WithoutAttention):
     """The Sum-Max baseline: each word's best region, summed.
 
     `SCAN` with `similarity=SumMaxSimilarity(cross_attn)`: in the
@@ -126,29 +145,15 @@ class SumMax(SCAN):
     ```
     """
 
+    NAME_PREFIX = "sum_max"
+
+    @classmethod
+    def make_similarity(cls, cross_attn="t2i", dtype=None):
+        return SumMaxSimilarity(cross_attn, dtype=dtype, name="sum_max")
+
     def __init__(
         self, vocab_size=None, vocabulary=None, *, cross_attn="t2i", similarity=None, **kwargs
     ):
-        _refuse_attention_options("SumMax", kwargs)
         if similarity is None:
-            similarity = SumMaxSimilarity(
-                cross_attn, dtype=kwargs.get("dtype"), name="sum_max"
-            )
+            similarity = self.make_similarity(cross_attn, kwargs.get("dtype"))
         super().__init__(vocab_size, vocabulary, similarity=similarity, **kwargs)
-
-    @classmethod
-    def from_preset(cls, preset, vocabulary=None, vocab_size=None, **overrides):
-        """The baseline with the encoders, direction (`cross_attn`) and
-        recipe of one of the paper's variants (see `SCAN.from_preset`)."""
-        from scan_keras.presets import get_preset
-
-        if isinstance(preset, str):
-            preset = get_preset(preset)
-        overrides.setdefault("name", f"sum_max_{preset.name}")
-        overrides.setdefault(
-            "similarity",
-            SumMaxSimilarity(
-                preset.cross_attn, dtype=overrides.get("dtype"), name="sum_max"
-            ),
-        )
-        return super().from_preset(preset, vocabulary, vocab_size, **overrides)

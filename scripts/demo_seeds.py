@@ -25,7 +25,8 @@ import time
 
 import numpy as np
 
-ESCAPED = 100.0
+from scan_keras.ablations import ESCAPED_RSUM
+
 FIELDS = ["warmup_epochs", "optimizer", "seed", "best_val_rsum", "best_epoch", "seconds"]
 
 
@@ -38,7 +39,7 @@ def summarise(rows):
         table.setdefault(key, []).append(float(row["best_val_rsum"]))
     out = {}
     for key, values in table.items():
-        escaped = [v for v in values if v > ESCAPED]
+        escaped = [v for v in values if v > ESCAPED_RSUM]
         mean = float(np.mean(escaped)) if escaped else float("nan")
         sd = float(np.std(escaped, ddof=1)) if len(escaped) > 1 else float("nan")
         out[key] = (len(values), len(escaped), mean, sd)

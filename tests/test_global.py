@@ -72,10 +72,7 @@ def test_global_similarity_config_and_errors():
 
 
 def small_global(**kwargs):
-    config = dict(vocab_size=12, img_dim=IMG_DIM, embed_size=6, word_dim=5)
-    config.update(kwargs)
-    model = GlobalEmbedding(**config)
-    model.build()
+    model = small_scan(GlobalEmbedding, **kwargs)
     randomise(model, np.random.default_rng(1))
     return model
 

@@ -29,10 +29,11 @@ TOKENS = np.array(
 LENGTHS = (TOKENS != 0).sum(axis=1)
 
 
-def small_scan(**kwargs):
+def small_scan(model_class=SCAN, **kwargs):
+    """A small built model: `SCAN` or a model without attention."""
     config = dict(vocab_size=12, img_dim=IMG_DIM, embed_size=6, word_dim=5)
     config.update(kwargs)
-    model = SCAN(**config)
+    model = model_class(**config)
     model.build()
     return model
 

@@ -17,7 +17,7 @@ from scan_keras.baselines import GlobalEmbedding, SumMax
 from scan_keras.layers import SumMaxSimilarity
 from scan_keras.models import SCAN
 
-from test_models import IMG_DIM, N_REGIONS, TOKENS, reference_encodings
+from test_models import IMG_DIM, N_REGIONS, TOKENS, reference_encodings, small_scan
 
 
 def reference_sum_max(images, captions, image_lengths, caption_lengths, cross_attn):
@@ -74,10 +74,7 @@ def test_sum_max_similarity_config_and_errors():
 
 
 def small_sum_max(**kwargs):
-    config = dict(vocab_size=12, img_dim=IMG_DIM, embed_size=6, word_dim=5)
-    config.update(kwargs)
-    model = SumMax(**config)
-    model.build()
+    model = small_scan(SumMax, **kwargs)
     randomise(model, np.random.default_rng(1))
     return model
 
