@@ -12,7 +12,7 @@ seeds escaped the collapsed start and the mean ± sd of those that did.
 
 Seeds already in the table are skipped, so the command can be run again
 after an interruption, or with more seeds; with `--work-dir`, a seed cut
-short resumes its runs where they stopped. About 30 minutes per seed on 2
+short resumes its runs where they stopped. About 35 minutes per seed on 2
 CPU cores.
 """
 
