@@ -1,6 +1,6 @@
 """The full-size ablation table that notebook 05 reads: every variant, over seeds.
 
-    KERAS_BACKEND=jax .venv/bin/python scripts/run_ablations.py --seeds 0 1 2 3 4
+    KERAS_BACKEND=tensorflow .venv/bin/python scripts/run_ablations.py --seeds 0 1 2 3 4
 
 Generates the built-in world at its default size (`--world-seed`, 0), then
 for each training seed trains every variant of `scan_keras.ablations.VARIANTS`
@@ -10,16 +10,20 @@ variant and seed) and `ablations_seeds.json` (the settings, machine and
 minutes per seed) in `--out`, and prints the summary: per variant, how many
 seeds escaped the collapsed start and the mean ± sd of those that did.
 
-Seeds already in the table are skipped, so the command can be run again
-after an interruption, or with more seeds; with `--work-dir`, a seed cut
-short resumes its runs where they stopped. About 35 minutes per seed on 2
-CPU cores.
+Each seed trains in a process of its own. Seeds already in the table are
+skipped, so the command can be run again after an interruption, or with more
+seeds; with `--work-dir`, a seed cut short resumes its runs where they
+stopped. About 20 minutes per seed on 2
+CPU cores with TensorFlow (35 with JAX, whose training is slower on a CPU:
+docs/performance.md).
 """
 
 import argparse
 import dataclasses
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -54,7 +58,6 @@ def main(argv=None):
     record_path = os.path.join(args.out, RECORD)
     rows = read_table(table_path) if os.path.exists(table_path) else []
     record = read_json(record_path, "ablation record") if os.path.exists(record_path) else {
-        "command": "KERAS_BACKEND=jax .venv/bin/python scripts/run_ablations.py",
         "world": f"write_world(seed={args.world_seed}), default sizes",
         # img_dim comes from the data, not the preset.
         "base_preset": dict(
@@ -80,6 +83,18 @@ def main(argv=None):
         data_dir = os.path.join(work, "world")
         if pending and not os.path.exists(os.path.join(data_dir, "test_caps.txt")):
             write_world(data_dir, seed=args.world_seed)
+        if len(pending) > 1:
+            # One process per seed: TensorFlow keeps every compiled function
+            # of a process, and after about 80 trainings (four seeds) the
+            # process ran out of memory maps and crashed.
+            for seed in pending:
+                command = [sys.executable, os.path.abspath(__file__), "--seeds", str(seed),
+                           "--out", args.out, "--world-seed", str(args.world_seed),
+                           "--work-dir", work]
+                if args.variants is not None:
+                    command += ["--variants", *args.variants]
+                subprocess.run(command, check=True)
+            return
         for seed in pending:
             started = time.perf_counter()
             new = run_ablations(
@@ -94,6 +109,8 @@ def main(argv=None):
                 (time.perf_counter() - started) / 60, 1
             )
             record.update(
+                command=f"KERAS_BACKEND={keras.backend.backend()} "
+                ".venv/bin/python scripts/run_ablations.py",
                 backend=keras.backend.backend(),
                 keras=keras.__version__,
                 machine=f"{platform.machine()}, {os.cpu_count()} cores, "

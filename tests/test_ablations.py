@@ -149,6 +149,24 @@ def test_the_script_skips_seeds_already_in_its_table(tmp_path, capsys):
     assert not (tmp_path / script.RECORD).exists()
 
 
+def test_the_script_trains_each_seed_in_a_process_of_its_own(tmp_path, monkeypatch):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "run_ablations.py")
+    spec = importlib.util.spec_from_file_location("run_ablations_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    commands = []
+    monkeypatch.setattr(script, "write_world", lambda *args, **kwargs: None)
+    monkeypatch.setattr(script.subprocess, "run", lambda command, check: commands.append(command))
+    work = tmp_path / "work"
+    script.main(["--out", str(tmp_path), "--seeds", "1", "2", "--work-dir", str(work),
+                 "--variants", "t2i_avg"])
+    assert [c[c.index("--seeds") + 1] for c in commands] == ["1", "2"]
+    assert all(c[c.index("--work-dir") + 1] == str(work) for c in commands)
+    assert all(c[-2:] == ["--variants", "t2i_avg"] for c in commands)
+
+
 def test_the_variants_without_attention_and_with_changed_encoders_train(tmp_path):
     from scan_keras.baselines import SumMax
 
