@@ -9,8 +9,9 @@ import os
 
 import pytest
 
-from scan_keras.ablations import COLUMNS, read_table
+from scan_keras.ablations import VARIANTS, read_table
 from scan_keras.chance import chance_metrics
+from scan_keras.demo import DEMO_PRESET
 
 # Independent of the Keras backend (see conftest.py).
 pytestmark = pytest.mark.once
@@ -46,19 +47,20 @@ def test_the_global_baseline_is_not_called_vsepp(name):
         assert "(VSE++)" not in source
 
 
-def test_the_earlier_ablation_table_is_the_same_experiment():
-    # Notebook 5 measures the noise of one run as the largest move between
-    # two makings of the table that differ only in float rounding.
-    now = read_table(os.path.join(RESULTS, "ablations.csv"))
-    before = read_table(os.path.join(RESULTS, "ablations_before_leaky_clip.csv"))
-    assert [r["variant"] for r in now] == [r["variant"] for r in before]
-    with open(os.path.join(RESULTS, "ablations.json")) as f:
+def test_the_ablation_table_has_every_variant_over_five_seeds():
+    # Notebook 5 reads conclusions from this table only over seeds.
+    rows = read_table(os.path.join(RESULTS, "ablations_seeds.csv"))
+    seeds = {int(r["seed"]) for r in rows}
+    assert len(seeds) >= 5
+    assert len(rows) == len(VARIANTS) * len(seeds)
+    assert {(r["variant"], int(r["seed"])) for r in rows} == {
+        (v.name, s) for v in VARIANTS for s in seeds
+    }
+    with open(os.path.join(RESULTS, "ablations_seeds.json")) as f:
         record = json.load(f)
-    with open(os.path.join(RESULTS, "ablations_before_leaky_clip.json")) as f:
-        earlier = json.load(f)
-    for key in ("command", "seed", "base_preset", "world", "backend"):
-        assert record[key] == earlier[key], key
-    assert set(now[0]) == set(COLUMNS)
+    assert set(record["minutes_per_seed"]) == {str(s) for s in seeds}
+    assert record["command"].startswith(f"KERAS_BACKEND={record['backend']} ")
+    assert all(getattr(DEMO_PRESET, k) == v for k, v in record["base_preset"].items())
 
 
 def test_the_chance_levels_notebook_4_states():
