@@ -185,6 +185,7 @@ def test_the_variants_without_attention_and_with_changed_encoders_train(tmp_path
     assert load("t2i_sum_pool").attention.agg_func == "sum"
 
 
+@pytest.mark.once  # the runner's bookkeeping; the variants train per backend above
 def test_a_table_run_again_reads_its_finished_runs(tmp_path):
     # An interrupted table resumes: the variants already trained are scored
     # from their saved models, the same numbers, without training again.
