@@ -19,8 +19,7 @@ pytestmark = pytest.mark.slow
 
 # The demo's code is the same on every backend (the world, two trainings with
 # `train`, `evaluate`, figures in NumPy); what differs by backend, the layers
-# and `fit`, is tested per backend elsewhere. Run once, it saves CI about
-# three minutes of PyTorch and TensorFlow training.
+# and `fit`, is tested per backend elsewhere. So it runs once, not three times.
 @pytest.mark.once
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
